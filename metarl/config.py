@@ -1,0 +1,105 @@
+"""config.yaml -> one resolved *run spec* per training job.
+
+Precedence of hyper-parameters, lowest first:
+  methods.<m>.hparams
+  methods.<m>.families.<family>          (per-family defaults, e.g. PEARL's per-env settings)
+  experiments.<E>.overrides.<m>          (experiment-specific, any scale)
+  experiments.<E>.scales.<scale>.hparams (budget-like keys shared by the experiment's methods)
+  experiments.<E>.scales.<scale>.methods.<m>
+Each job receives only its resolved spec, so editing one method reruns only its jobs.
+"""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+SCHEMA_PATH = Path(__file__).resolve().parent.parent / "workflow" / "schemas" / "config.schema.yaml"
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def deep_merge(base: dict, update: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in (update or {}).items():
+        out[key] = deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else copy.deepcopy(value)
+    return out
+
+
+def validate(config: dict, schema_path=SCHEMA_PATH) -> None:
+    """Schema check (types, misspelt keys, allowed names) then cross-references, each error
+    naming the offending key and the allowed values."""
+    import jsonschema
+
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    errors = sorted(jsonschema.Draft7Validator(schema).iter_errors(config), key=lambda e: list(e.absolute_path))
+    if errors:
+        lines = [f"  at '{'.'.join(map(str, e.absolute_path)) or '<top>'}': {e.message}" for e in errors]
+        raise ConfigError("config.yaml is invalid:\n" + "\n".join(lines))
+    from metarl.methods import get_algorithm
+
+    methods = config["methods"]
+    for exp_name, exp in config["experiments"].items():
+        for m in exp["methods"]:
+            if m not in methods:
+                raise ConfigError(f"experiments.{exp_name}.methods: unknown method {m!r}; defined methods: {sorted(methods)}")
+        for where, names in [("overrides", exp.get("overrides", {})),
+                             *[(f"scales.{s}.methods", sc.get("methods", {})) for s, sc in exp["scales"].items()]]:
+            for m in names:
+                if m not in exp["methods"]:
+                    raise ConfigError(f"experiments.{exp_name}.{where}: method {m!r} is not among the "
+                                      f"experiment's methods {exp['methods']}")
+        if config["scale"] not in exp["scales"]:
+            raise ConfigError(f"experiments.{exp_name}.scales has no entry for scale {config['scale']!r}; "
+                              f"defined: {sorted(exp['scales'])}")
+    for spec in run_specs(config):
+        algo = get_algorithm(spec["algo"])
+        try:
+            algo.make_hparams(spec["hparams"])
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"method {spec['method']!r} in experiment {spec['experiment']} "
+                              f"(family {spec['family']}, scale {config['scale']}): {err}") from None
+
+
+def enabled_experiments(config: dict) -> list[str]:
+    return [name for name, exp in config["experiments"].items() if exp.get("enabled", True)]
+
+
+def seeds(config: dict, experiment: str) -> list[int]:
+    return list(range(config["experiments"][experiment]["scales"][config["scale"]]["seeds"]))
+
+
+def run_spec(config: dict, experiment: str, family: str, method: str, seed: int) -> dict[str, Any]:
+    """The resolved slice of the config that one training job depends on."""
+    exp = config["experiments"][experiment]
+    scale = exp["scales"][config["scale"]]
+    mcfg = config["methods"][method]
+    hparams = mcfg.get("hparams", {})
+    for layer in (mcfg.get("families", {}).get(family), exp.get("overrides", {}).get(method),
+                  scale.get("hparams"), scale.get("methods", {}).get(method)):
+        hparams = deep_merge(hparams, layer or {})
+    return {
+        "experiment": experiment, "family": family, "method": method, "algo": mcfg["algo"], "seed": seed,
+        "iterations": scale["iterations"], "eval_every": scale["eval_every"],
+        "train_split": exp["train_split"], "curve_splits": exp["curve_splits"],
+        "hparams": hparams, "device": config["device"], "threads": config["resources"]["train"]["threads"],
+    }
+
+
+def run_specs(config: dict):
+    for experiment in enabled_experiments(config):
+        exp = config["experiments"][experiment]
+        for family in exp["families"]:
+            for method in exp["methods"]:
+                for seed in seeds(config, experiment):
+                    yield run_spec(config, experiment, family, method, seed)
+
+
+def load(path) -> dict:
+    config = yaml.safe_load(Path(path).read_text())
+    validate(config)
+    return config

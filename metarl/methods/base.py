@@ -1,0 +1,73 @@
+"""The interface every meta-RL method implements, so one training/evaluation driver
+(metarl.training, metarl.evaluation) runs any method on any task family.
+
+A method owns its networks, optimisers, buffers and batched environments. The driver calls
+``train_iteration()`` repeatedly, ``evaluate()`` every few iterations and at the end, and
+``state_dict()``/``load_state_dict()`` to checkpoint and resume. Randomness must come from
+torch's global generator (seeded by the driver, saved and restored with checkpoints) or from
+generators the method stores in its own ``state_dict`` — otherwise resume != uninterrupted.
+"""
+from __future__ import annotations
+
+import dataclasses
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+import pandas as pd
+import torch
+
+from metarl.envs.base import Task, TaskFamily
+
+#: the evaluation stage used for learning curves and tables (the headline number); methods
+#: report finer stages too (episode 1/2/3, adaptation trajectory k, fast update k).
+FINAL_STAGE = "final"
+EVAL_COLUMNS = ["task", "stage", "return"]
+
+
+class Method(ABC):
+    """One meta-RL algorithm bound to one task family.
+
+    Subclasses define ``Hyperparams`` (a dataclass whose fields are exactly the keys allowed
+    under ``hparams`` in config.yaml) and set ``self.model``: the ``nn.Module`` holding every
+    network needed to act and adapt, which is what evaluation loads.
+    """
+
+    Hyperparams: ClassVar[type]
+    model: torch.nn.Module
+
+    def __init__(self, family: TaskFamily, tasks: dict[str, list[Task]], hparams: Any,
+                 train_split: str, device: torch.device):
+        self.family = family
+        self.tasks = tasks
+        self.hp = hparams
+        self.train_split = train_split
+        self.device = device
+        #: environment steps (frames) consumed by meta-training so far
+        self.env_steps = 0
+
+    @classmethod
+    def make_hparams(cls, values: dict[str, Any]):
+        """Build the Hyperparams dataclass, naming any key that is not a hyper-parameter."""
+        allowed = {f.name for f in dataclasses.fields(cls.Hyperparams)}
+        unknown = sorted(set(values) - allowed)
+        if unknown:
+            raise ValueError(f"{cls.__name__}: unknown hyper-parameter(s) {unknown}; "
+                             f"allowed: {sorted(allowed)}")
+        return cls.Hyperparams(**values)
+
+    @abstractmethod
+    def train_iteration(self) -> dict[str, float]:
+        """One meta-training iteration; returns scalar metrics for the training log."""
+
+    @abstractmethod
+    def evaluate(self, tasks: list[Task]) -> pd.DataFrame:
+        """Adapt to and evaluate on ``tasks``; returns rows with ``EVAL_COLUMNS``: one row per
+        task and stage, including the ``FINAL_STAGE`` row per task."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume training exactly (override to add buffers, optimisers)."""
+        return {"model": self.model.state_dict(), "env_steps": self.env_steps}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.env_steps = state["env_steps"]

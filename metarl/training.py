@@ -1,0 +1,128 @@
+"""The meta-training driver shared by every method: iterate, evaluate on a schedule, log
+progress, checkpoint periodically and resume exactly after SIGTERM/SIGKILL/requeue.
+
+A *run spec* is the resolved slice of config.yaml for one (experiment, family, method, seed)
+job (see metarl.config.run_spec). The resume checkpoint lives outside the job's declared
+outputs, keyed by a hash of the spec so a changed config never resumes a stale run.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from metarl.envs import get_family
+from metarl.methods import FINAL_STAGE, Method, get_algorithm
+from metarl.tasksets import read_taskset
+from metarl.utils.io import save_csv, save_torch
+from metarl.utils.runtime import resolve_device, rng_state, seed_everything, set_rng_state
+
+
+def spec_hash(spec: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def build_method(spec: dict[str, Any], taskset_path, device: torch.device) -> Method:
+    algo = get_algorithm(spec["algo"])
+    return algo(family=get_family(spec["family"]), tasks=read_taskset(taskset_path),
+                hparams=algo.make_hparams(spec["hparams"]), train_split=spec["train_split"],
+                device=device)
+
+
+def evaluation_rows(method: Method, tasks: dict, splits: list[str]) -> pd.DataFrame:
+    frames = []
+    for split in splits:
+        frame = method.evaluate(tasks[split])
+        frame.insert(0, "split", split)
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True)
+
+
+class _StopRequested:
+    """Turns SIGTERM/SIGINT (SLURM preemption, time limit, Ctrl-C) into a checkpoint-and-exit."""
+
+    def __init__(self):
+        self.requested = False
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame):
+        self.requested = True
+
+
+def _format_duration(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+def train(spec: dict[str, Any], taskset_path, out_dir, resume_path, checkpoint_every_s: float = 60.0,
+          log=print) -> None:
+    """Run (or resume) one training job and write ``model.pt``, ``train_log.csv``, ``curve.csv``
+    into ``out_dir`` atomically."""
+    out_dir, resume_path = Path(out_dir), Path(resume_path)
+    torch.set_num_threads(spec.get("threads", 1))
+    device = resolve_device(spec.get("device", "auto"))
+    seed_everything(spec["seed"])
+    method = build_method(spec, taskset_path, device)
+    tasks = read_taskset(taskset_path)
+    name = f"{spec['experiment']}/{spec['family']}/{spec['method']}/seed{spec['seed']}"
+    key = spec_hash(spec)
+
+    start, log_rows, curve_frames = 0, [], []
+    if resume_path.exists():
+        ckpt = torch.load(resume_path, map_location=device, weights_only=False)
+        if ckpt["spec_hash"] == key:
+            method.load_state_dict(ckpt["method"])
+            set_rng_state(ckpt["rng"])
+            start, log_rows, curve_frames = ckpt["iteration"], ckpt["log_rows"], ckpt["curve_frames"]
+            log(f"[{name}] resumed from checkpoint at iteration {start} ({resume_path})")
+        else:
+            log(f"[{name}] ignoring checkpoint {resume_path}: written for a different config")
+
+    def checkpoint(iteration: int) -> None:
+        save_torch({"spec_hash": key, "iteration": iteration, "method": method.state_dict(),
+                    "rng": rng_state(), "log_rows": log_rows, "curve_frames": curve_frames}, resume_path)
+
+    log(f"[{name}] training on {device} for {spec['iterations']} iterations (spec {key})")
+    stop = _StopRequested()
+    last_checkpoint = time.monotonic()
+    wall_start, steps_start = time.monotonic(), method.env_steps
+    for iteration in range(start + 1, spec["iterations"] + 1):
+        t0 = time.monotonic()
+        metrics = method.train_iteration()
+        elapsed = time.monotonic() - t0
+        log_rows.append({"iteration": iteration, "env_steps": method.env_steps, "iteration_s": elapsed, **metrics})
+        if iteration % spec["eval_every"] == 0 or iteration == spec["iterations"]:
+            frame = evaluation_rows(method, tasks, spec["curve_splits"])
+            frame = frame.groupby(["split", "stage"], as_index=False)["return"].mean()
+            frame.insert(0, "env_steps", method.env_steps)
+            frame.insert(0, "iteration", iteration)
+            curve_frames.append(frame.to_dict("list"))
+            final = frame[frame.stage == FINAL_STAGE].set_index("split")["return"].to_dict()
+            log(f"[{name}] eval at iteration {iteration}: " + ", ".join(f"{s} {r:.3f}" for s, r in final.items()))
+        rate = (method.env_steps - steps_start) / max(time.monotonic() - wall_start, 1e-9)
+        eta = (spec["iterations"] - iteration) * (time.monotonic() - wall_start) / (iteration - start)
+        recent = f" | return {metrics['return']:.3f}" if "return" in metrics else ""
+        log(f"[{name}] it {iteration}/{spec['iterations']} | env steps {method.env_steps}{recent} "
+            f"| {rate:,.0f} steps/s | ETA {_format_duration(eta)}")
+        if stop.requested:
+            checkpoint(iteration)
+            log(f"[{name}] stop requested: checkpointed iteration {iteration}, exiting")
+            sys.exit(143)
+        if time.monotonic() - last_checkpoint >= checkpoint_every_s and iteration < spec["iterations"]:
+            checkpoint(iteration)
+            last_checkpoint = time.monotonic()
+
+    save_csv(pd.DataFrame(log_rows), out_dir / "train_log.csv")
+    curves = pd.concat([pd.DataFrame(f) for f in curve_frames], ignore_index=True)
+    save_csv(curves, out_dir / "curve.csv")
+    save_torch({"spec": spec, "model": method.model.state_dict(), "env_steps": method.env_steps}, out_dir / "model.pt")
+    resume_path.unlink(missing_ok=True)
+    log(f"[{name}] done: {method.env_steps} env steps in {_format_duration(time.monotonic() - wall_start)}")
