@@ -25,6 +25,7 @@ import time
 import numpy as np
 
 from metarl.envs import gridworld as gw
+from metarl.utils.io import save_json
 
 
 def _prize_table(width, height, start, goals, horizon, episodes, goal_reward, step_reward):
@@ -92,14 +93,17 @@ def bayes_optimal_return(width: int = gw.SIZE, height: int = gw.SIZE, start=gw.S
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description="Exact Bayes-optimal return of the E1 gridworld")
+    parser = argparse.ArgumentParser(prog="metarl bayes-optimal", description="Exact Bayes-optimal return of the E1 gridworld")
     parser.add_argument("--episodes", type=int, default=gw.EPISODES)
     parser.add_argument("--horizon", type=int, default=gw.HORIZON)
+    parser.add_argument("--out", help="write a reference-line JSON {label, values: {gridworld: value}} here")
     args = parser.parse_args(argv)
     t0 = time.perf_counter()
     value = bayes_optimal_return(horizon=args.horizon, episodes=args.episodes)
     print(f"Bayes-optimal expected return over {args.episodes} episodes of {args.horizon} steps: "
           f"{value:.4f}  ({time.perf_counter() - t0:.1f} s)")
+    if args.out:
+        save_json({"label": "Bayes-optimal", "values": {"gridworld": value}}, args.out)
 
 
 if __name__ == "__main__":

@@ -115,7 +115,7 @@ class BatchedGridWorld(BatchedEnv):
 class GridWorldFamily(TaskFamily):
     name, gym_id = "gridworld", "metarl/GridWorld-v0"
     horizon, obs_dim, act_dim, discrete = HORIZON, 3, len(MOVES), True
-    episodes = EPISODES
+    size, episodes = SIZE, EPISODES
     #: train = every goal once; test = fresh goals drawn uniformly (with repetition)
     split_sizes: ClassVar[dict[str, int]] = {"train": len(GOALS), "test": 100}
 
