@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from metarl.training import build_method, evaluation_rows
+from metarl.training import build_method, evaluation_rows, label_run
 from metarl.tasksets import read_taskset
 from metarl.utils.io import save_csv
 from metarl.utils.runtime import resolve_device, seed_everything
@@ -21,4 +21,4 @@ def evaluate(model_path, taskset_path, split: str, out_path, seed_offset: int = 
     method.env_steps = saved["env_steps"]
     rows = evaluation_rows(method, read_taskset(taskset_path), [split])
     rows.insert(0, "env_steps", method.env_steps)
-    save_csv(rows, out_path)
+    save_csv(label_run(rows, spec), out_path)

@@ -36,13 +36,25 @@ def build_method(spec: dict[str, Any], taskset_path, device: torch.device) -> Me
                 device=device)
 
 
+RUN_KEYS = ["experiment", "family", "method", "seed"]
+
+
 def evaluation_rows(method: Method, tasks: dict, splits: list[str]) -> pd.DataFrame:
     frames = []
     for split in splits:
+        if split not in tasks:
+            raise KeyError(f"split {split!r} not in the task set; available: {sorted(tasks)}")
         frame = method.evaluate(tasks[split])
         frame.insert(0, "split", split)
         frames.append(frame)
     return pd.concat(frames, ignore_index=True)
+
+
+def label_run(frame: pd.DataFrame, spec: dict[str, Any]) -> pd.DataFrame:
+    """Prefix rows with the run's identity so aggregation only needs to concatenate files."""
+    for position, key in enumerate(RUN_KEYS):
+        frame.insert(position, key, spec[key])
+    return frame
 
 
 class _StopRequested:
@@ -120,9 +132,9 @@ def train(spec: dict[str, Any], taskset_path, out_dir, resume_path, checkpoint_e
             checkpoint(iteration)
             last_checkpoint = time.monotonic()
 
-    save_csv(pd.DataFrame(log_rows), out_dir / "train_log.csv")
+    save_csv(label_run(pd.DataFrame(log_rows), spec), out_dir / "train_log.csv")
     curves = pd.concat([pd.DataFrame(f) for f in curve_frames], ignore_index=True)
-    save_csv(curves, out_dir / "curve.csv")
+    save_csv(label_run(curves, spec), out_dir / "curve.csv")
     save_torch({"spec": spec, "model": method.model.state_dict(), "env_steps": method.env_steps}, out_dir / "model.pt")
     resume_path.unlink(missing_ok=True)
     log(f"[{name}] done: {method.env_steps} env steps in {_format_duration(time.monotonic() - wall_start)}")

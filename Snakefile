@@ -1,0 +1,27 @@
+# metarl: regenerate the experiments of VATE, TESP, PEARL and structured-latent PEARL.
+#   snakemake --cores N                                     local run at the config's scale
+#   snakemake --cores N --config scale=smoke                the whole DAG in minutes
+#   snakemake --workflow-profile workflow/profiles/slurm    the same DAG on a SLURM cluster
+#   snakemake --report report.html                          every figure and table in one page
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+report: "workflow/report/workflow.rst"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/tasksets.smk"
+include: "workflow/rules/training.smk"
+include: "workflow/rules/analysis.smk"
+include: "workflow/rules/e1.smk"
+
+
+rule all:
+    input:
+        all_outputs(),
+    default_target: True

@@ -1,0 +1,69 @@
+"""Generic figures shared by all experiments: learning curves and return per adaptation stage."""
+from __future__ import annotations
+
+import json
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+from metarl.analysis.aggregate import stage_order  # noqa: E402
+from metarl.methods import FINAL_STAGE  # noqa: E402
+from metarl.utils.io import atomic_path  # noqa: E402
+
+ERRORBAR = {"sd": "sd", "se": "se", "ci95": ("ci", 95)}
+
+
+def apply_style(style: dict) -> None:
+    sns.set_theme(style=style["style"], context=style["context"], palette=style["palette"])
+
+
+def _save(grid, out_png, dpi: int) -> None:
+    with atomic_path(out_png) as tmp:
+        grid.savefig(tmp, dpi=dpi, format="png", bbox_inches="tight")
+    plt.close(grid.figure)
+
+
+def plot_curves(curves: pd.DataFrame, out_png, style: dict, reference: dict | None = None, title: str = "") -> None:
+    """Return of the headline stage vs meta-training env steps; mean ± spread over seeds,
+    one panel per (split, family); optional reference lines per family."""
+    apply_style(style)
+    data = curves[curves.stage == FINAL_STAGE].copy()
+    # seeds may differ slightly in env steps (early terminations): align them on the iteration
+    data["env_steps"] = data.groupby(["family", "method", "iteration"])["env_steps"].transform("mean")
+    grid = sns.relplot(data=data, x="env_steps", y="return", hue="method", row="split", col="family",
+                       kind="line", errorbar=ERRORBAR[style["spread"]], facet_kws={"sharey": False, "sharex": False},
+                       height=3.2, aspect=1.3)
+    if reference:
+        for (_, family), ax in grid.axes_dict.items():
+            if family in reference["values"]:
+                line = ax.axhline(reference["values"][family], ls="--", color="black", lw=1, label=reference["label"])
+                ax.legend(handles=[line], loc="lower right", fontsize="small")
+    grid.set_axis_labels("meta-training env steps", "return")
+    if title:
+        grid.figure.suptitle(title, y=1.02)
+    _save(grid, out_png, style["dpi"])
+
+
+def plot_stages(evals: pd.DataFrame, out_png, style: dict, title: str = "") -> None:
+    """Return at each evaluation stage (episode k, adaptation trajectory k, fast update k)."""
+    apply_style(style)
+    per_seed = evals.groupby(["family", "split", "method", "seed", "stage"], as_index=False)["return"].mean()
+    per_seed = per_seed[per_seed.stage != FINAL_STAGE]
+    order = stage_order(per_seed.stage)
+    grid = sns.catplot(data=per_seed, x="stage", y="return", hue="method", row="split", col="family",
+                       kind="point", order=order, errorbar=ERRORBAR[style["spread"]], dodge=0.3,
+                       sharey=False, height=3.2, aspect=1.3)
+    grid.set_axis_labels("evaluation stage", "return")
+    for ax in grid.axes.flat:
+        ax.tick_params(axis="x", rotation=45)
+    if title:
+        grid.figure.suptitle(title, y=1.02)
+    _save(grid, out_png, style["dpi"])
+
+
+def load_reference(path) -> dict | None:
+    return json.loads(open(path).read()) if path else None

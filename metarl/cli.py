@@ -1,0 +1,151 @@
+"""`metarl` command: one subcommand per pipeline stage (the Snakemake rules call these), plus
+benchmarks and reference computations."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import pandas as pd
+
+
+def _taskset(args) -> None:
+    from metarl.tasksets import write_taskset
+
+    write_taskset(args.family, args.seed, args.out)
+
+
+def _train(args) -> None:
+    from metarl.training import train
+
+    train(json.loads(args.spec), args.taskset, args.out_dir, args.resume, args.checkpoint_every,
+          log=lambda line: print(line, flush=True))
+
+
+def _evaluate(args) -> None:
+    from metarl.evaluation import evaluate
+
+    evaluate(args.model, args.taskset, args.split, args.out)
+
+
+def _aggregate(args) -> None:
+    from metarl.analysis.aggregate import concat_csvs
+    from metarl.utils.io import save_csv
+
+    save_csv(concat_csvs(args.curves), args.out_curves)
+    save_csv(concat_csvs(args.evals), args.out_evals)
+
+
+def _table(args) -> None:
+    from metarl.analysis.tables import write_tables
+
+    write_tables(pd.read_csv(args.evals), args.prefix, args.title)
+
+
+def _plot(args) -> None:
+    from metarl.analysis import plots
+
+    style = json.loads(args.style)
+    if args.kind == "curves":
+        plots.plot_curves(pd.read_csv(args.data), args.out, style, plots.load_reference(args.reference), args.title)
+    else:
+        plots.plot_stages(pd.read_csv(args.data), args.out, style, args.title)
+
+
+def _figure(args) -> None:
+    if args.kind == "belief":
+        from metarl.analysis.belief import plot_belief_rollout
+
+        plot_belief_rollout(args.model, args.taskset, args.out, dpi=args.dpi)
+
+
+def _bench(args) -> None:
+    import importlib
+
+    module = {"envs": "metarl.bench_envs", "pearl": "metarl.bench_pearl", "tesp": "metarl.bench_tesp"}[args.what]
+    importlib.import_module(module).main(args.passthrough)
+
+
+def _bayes_optimal(args) -> None:
+    from metarl import bayes_optimal
+
+    bayes_optimal.main(args.passthrough)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="metarl", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("taskset", help="sample every split's tasks of one family into a JSON file")
+    p.add_argument("--family", required=True)
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=_taskset)
+
+    p = sub.add_parser("train", help="meta-train one run (resumes from --resume if present)")
+    p.add_argument("--spec", required=True, help="resolved run spec as JSON (see metarl.config.run_spec)")
+    p.add_argument("--taskset", required=True)
+    p.add_argument("--out-dir", required=True)
+    p.add_argument("--resume", required=True, help="checkpoint file kept outside the job's outputs")
+    p.add_argument("--checkpoint-every", type=float, default=60.0, help="seconds between checkpoints")
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("evaluate", help="evaluate a trained model on one split")
+    p.add_argument("--model", required=True)
+    p.add_argument("--taskset", required=True)
+    p.add_argument("--split", required=True)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=_evaluate)
+
+    p = sub.add_parser("aggregate", help="concatenate per-run curves and evaluations")
+    p.add_argument("--curves", nargs="+", required=True)
+    p.add_argument("--evals", nargs="+", required=True)
+    p.add_argument("--out-curves", required=True)
+    p.add_argument("--out-evals", required=True)
+    p.set_defaults(func=_aggregate)
+
+    p = sub.add_parser("table", help="final-return tables (CSV, Markdown, HTML) from aggregated evaluations")
+    p.add_argument("--evals", required=True)
+    p.add_argument("--prefix", required=True, help="output path without extension")
+    p.add_argument("--title", default="Final returns")
+    p.set_defaults(func=_table)
+
+    p = sub.add_parser("plot", help="learning curves or return per evaluation stage")
+    p.add_argument("kind", choices=["curves", "stages"])
+    p.add_argument("--data", required=True, help="aggregated curves.csv (curves) or evals.csv (stages)")
+    p.add_argument("--style", required=True, help="the config's plot section as JSON")
+    p.add_argument("--reference", help="JSON with reference lines {label, values: {family: value}}")
+    p.add_argument("--title", default="")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=_plot)
+
+    p = sub.add_parser("figure", help="experiment-specific figures drawn from a trained model")
+    p.add_argument("kind", choices=["belief"])
+    p.add_argument("--model", required=True)
+    p.add_argument("--taskset", required=True)
+    p.add_argument("--dpi", type=int, default=150)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=_figure)
+
+    # these two hand their remaining arguments to the module's own parser
+    p = sub.add_parser("bench", help="throughput benchmarks (`metarl bench WHAT --help` for options)")
+    p.add_argument("what", choices=["envs", "pearl", "tesp"])
+    p.set_defaults(func=_bench, passthrough_ok=True)
+
+    p = sub.add_parser("bayes-optimal", add_help=False,
+                       help="exact Bayes-optimal return of the E1 gridworld (`--help` for options)")
+    p.set_defaults(func=_bayes_optimal, passthrough_ok=True)
+    return parser
+
+
+def main(argv=None) -> None:
+    parser = build_parser()
+    args, passthrough = parser.parse_known_args(argv)
+    if passthrough and not getattr(args, "passthrough_ok", False):
+        parser.error(f"unrecognized arguments: {' '.join(passthrough)}")
+    args.passthrough = passthrough
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

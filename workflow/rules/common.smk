@@ -1,0 +1,59 @@
+# Config validation and the job matrix. Every job gets only its own slice of the config
+# (as params), so editing one method's hyper-parameter reruns only that method's jobs.
+import json
+
+from metarl import config as metarl_config
+
+metarl_config.validate(config)
+
+EXPERIMENTS = metarl_config.enabled_experiments(config)
+
+
+wildcard_constraints:
+    experiment="E[1-4]",
+    family="[a-z0-9_]+",
+    method="[a-z0-9_]+",
+    seed=r"\d+",
+    split="[A-Za-z0-9_]+",
+
+
+def run_dirs(experiment):
+    exp = config["experiments"][experiment]
+    return [
+        f"results/{experiment}/runs/{family}/{method}/seed{seed}"
+        for family in exp["families"]
+        for method in exp["methods"]
+        for seed in metarl_config.seeds(config, experiment)
+    ]
+
+
+def run_spec_json(wildcards):
+    spec = metarl_config.run_spec(
+        config, wildcards.experiment, wildcards.family, wildcards.method, int(wildcards.seed)
+    )
+    return json.dumps(spec, sort_keys=True)
+
+
+def job_resources(kind):
+    return config["resources"][kind]
+
+
+def experiment_figures(experiment):
+    """Experiment-specific figures; each experiment's rule file adds its own."""
+    return EXTRA_FIGURES.get(experiment, [])
+
+
+EXTRA_FIGURES = {}
+REFERENCE_LINES = {}
+
+
+def all_outputs():
+    outputs = []
+    for experiment in EXPERIMENTS:
+        outputs += [
+            f"results/{experiment}/table.html",
+            f"results/{experiment}/figures/curves.png",
+            f"results/{experiment}/figures/stages.png",
+            *experiment_figures(experiment),
+        ]
+    return outputs

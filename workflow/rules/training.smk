@@ -1,0 +1,43 @@
+RUN = "results/{experiment}/runs/{family}/{method}/seed{seed}"
+
+
+rule train:
+    input:
+        taskset="results/tasksets/{family}.json",
+    output:
+        model=f"{RUN}/model.pt",
+        log_csv=f"{RUN}/train_log.csv",
+        curve=f"{RUN}/curve.csv",
+    params:
+        spec=run_spec_json,
+        out_dir=RUN,
+        # outside the declared outputs, so Snakemake does not delete it before a rerun
+        resume="results/.resume/{experiment}/{family}/{method}/seed{seed}.pt",
+    log:
+        "results/logs/train/{experiment}/{family}/{method}/seed{seed}.log",
+    threads: job_resources("train")["threads"]
+    resources:
+        mem_mb=job_resources("train")["mem_mb"],
+        runtime=job_resources("train")["runtime"],
+        gpu=job_resources("train")["gpu"],
+    shell:
+        "metarl train --spec {params.spec:q} --taskset {input.taskset} --out-dir {params.out_dir}"
+        " --resume {params.resume} 2>&1 | tee {log}"
+
+
+rule evaluate:
+    input:
+        taskset="results/tasksets/{family}.json",
+        model=f"{RUN}/model.pt",
+    output:
+        f"{RUN}/eval_{{split}}.csv",
+    log:
+        "results/logs/evaluate/{experiment}/{family}/{method}/seed{seed}_{split}.log",
+    threads: job_resources("evaluate")["threads"]
+    resources:
+        mem_mb=job_resources("evaluate")["mem_mb"],
+        runtime=job_resources("evaluate")["runtime"],
+        gpu=job_resources("evaluate")["gpu"],
+    shell:
+        "metarl evaluate --model {input.model} --taskset {input.taskset} --split {wildcards.split}"
+        " --out {output} > {log} 2>&1"
