@@ -1,0 +1,242 @@
+"""VATE (Zintgraf et al. 2019, later variBAD) and RL² as one on-policy recurrent method.
+
+A meta-episode is ``episodes`` consecutive episodes on one task; a GRU encoder reads every
+transition (s', a, r) and its hidden state carries across the episode boundaries.
+
+* VATE (``variational: true``): the encoder outputs a Gaussian posterior q(m | τ:t) after every
+  transition (t = 0 is the prior, from the zero hidden state). A reward decoder predicts from
+  a latent sample the probability that each grid cell gives the goal reward. The policy acts
+  on (state, posterior mean, posterior log-variance). Loss = PPO loss + λ · mean_t ELBO_t, where
+  ELBO_t decodes the rewards of the *whole* meta-episode (past and future) from a sample of
+  q_t, minus KL(q_t ‖ N(0, I)).
+* RL² (``variational: false``): the same encoder gives a deterministic embedding of size
+  ``latent_dim``; no decoder, no KL; PPO loss only.
+* ablations: ``decode_future: false`` decodes only the past τ:t; ``detach_encoder: true`` stops
+  the RL gradient at the policy's latent input (the encoder learns from the ELBO only).
+
+The rollout steps all ``num_envs`` meta-episodes together as tensors; the update re-encodes the
+whole meta-episodes with one fused GRU call per PPO minibatch (minibatches split by env, so each
+keeps its full history).
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from metarl.envs.base import Task, TaskFamily
+from metarl.methods.base import FINAL_STAGE, Method
+from metarl.nets import mlp
+
+
+@dataclasses.dataclass
+class Hyperparams:
+    variational: bool = True       # VATE (Gaussian posterior + decoder) vs RL² (deterministic)
+    latent_dim: int = 10
+    decode_future: bool = True     # ELBO_t reconstructs the whole meta-episode, else only τ:t
+    detach_encoder: bool = False   # RL loss does not reach the encoder
+    elbo_coef: float = 1.0         # λ
+    encoder_hidden: int = 64       # GRU size
+    embed_dim: int = 16            # size of each of the s', a, r embeddings fed to the GRU
+    policy_hidden: int = 32
+    decoder_hidden: int = 32
+    num_envs: int = 128            # meta-episodes per update
+    lr: float = 1e-3
+    gamma: float = 0.97
+    gae_lambda: float = 0.95
+    ppo_epochs: int = 4
+    minibatches: int = 2
+    clip: float = 0.2
+    entropy_coef: float = 0.01
+    value_coef: float = 0.5
+    max_grad_norm: float = 0.5
+
+
+class VATEModel(nn.Module):
+    """Everything needed to act: encoder, policy and value heads, and (VATE) reward decoder."""
+
+    def __init__(self, obs_dim: int, n_actions: int, n_cells: int, hp: Hyperparams):
+        super().__init__()
+        self.hp, self.n_actions = hp, n_actions
+        e = hp.embed_dim
+        self.embed_obs, self.embed_act, self.embed_rew = nn.Linear(obs_dim, e), nn.Linear(n_actions, e), nn.Linear(1, e)
+        self.gru = nn.GRU(3 * e, hp.encoder_hidden)
+        # belief = [mean, log-variance] (VATE) or the embedding (RL²); it is what the policy sees
+        self.belief_dim = 2 * hp.latent_dim if hp.variational else hp.latent_dim
+        self.to_belief = nn.Linear(hp.encoder_hidden, self.belief_dim)
+        self.actor = mlp(obs_dim + self.belief_dim, [hp.policy_hidden] * 2, n_actions)
+        self.critic = mlp(obs_dim + self.belief_dim, [hp.policy_hidden] * 2, 1)
+        # one logit per cell: log-odds that the cell is the goal, given a latent sample
+        self.decoder = mlp(hp.latent_dim, [hp.decoder_hidden] * 2, n_cells, nn.ReLU) if hp.variational else None
+
+    def encode(self, next_obs, actions, rewards, hidden=None):
+        """Beliefs after each transition of ``(T, B, ...)`` inputs, plus the GRU hidden state."""
+        x = torch.cat([self.embed_obs(next_obs), self.embed_act(F.one_hot(actions, self.n_actions).float()),
+                       self.embed_rew(rewards.unsqueeze(-1))], -1)
+        out, hidden = self.gru(F.relu(x), hidden)
+        return self.to_belief(out), hidden
+
+    def prior(self, batch: int, device) -> torch.Tensor:
+        """Belief before any transition (t = 0): the head applied to the zero hidden state."""
+        return self.to_belief(torch.zeros(batch, self.hp.encoder_hidden, device=device))
+
+    def policy_input(self, obs, belief):
+        return torch.cat([obs, belief.detach() if self.hp.detach_encoder else belief], -1)
+
+    def act(self, obs, belief, greedy: bool = False):
+        logits = self.actor(self.policy_input(obs, belief))
+        dist = torch.distributions.Categorical(logits=logits)
+        action = logits.argmax(-1) if greedy else dist.sample()
+        return action, dist.log_prob(action)
+
+    def reward_probs(self, belief) -> torch.Tensor:
+        """Decoder's probability of the goal reward per cell under the posterior mean."""
+        return torch.sigmoid(self.decoder(belief[..., :self.hp.latent_dim]))
+
+
+def gaussian_kl_to_standard(mean, logvar):
+    """KL(N(mean, exp(logvar)) ‖ N(0, I)), summed over the last dimension."""
+    return 0.5 * (mean.pow(2) + logvar.exp() - 1 - logvar).sum(-1)
+
+
+class VATE(Method):
+    Hyperparams = Hyperparams
+
+    def __init__(self, family: TaskFamily, tasks: dict[str, list[Task]], hparams: Hyperparams,
+                 train_split: str, device: torch.device):
+        super().__init__(family, tasks, hparams, train_split, device)
+        self.episodes = family.episodes
+        self.steps = family.horizon * self.episodes  # meta-episode length
+        self.grid_size = family.size
+        self.model = VATEModel(family.obs_dim, family.act_dim, self.grid_size ** 2, hparams).to(device)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=hparams.lr)
+        self.train_goals = self._goals(tasks[train_split])
+        self.env = family.make_batched(hparams.num_envs, device)
+
+    def _goals(self, tasks: list[Task]) -> torch.Tensor:
+        return torch.tensor([t["goal"] for t in tasks], dtype=torch.long, device=self.device)
+
+    def _cell(self, obs) -> torch.Tensor:
+        """Grid cell index x·size + y from the scaled position in the observation."""
+        xy = (obs[..., :2] * (self.grid_size - 1)).round().long()
+        return xy[..., 0] * self.grid_size + xy[..., 1]
+
+    @torch.no_grad()
+    def rollout(self, env, greedy: bool = False) -> dict[str, torch.Tensor]:
+        """One meta-episode in every env of ``env``: ``(T, B, ...)`` tensors; ``beliefs`` has T+1
+        entries (prior first)."""
+        model, B = self.model, env.num_envs
+        belief, hidden = model.prior(B, self.device), None
+        keys = ("obs", "action", "logp", "reward", "next_obs", "belief")
+        traj = {k: [] for k in keys}
+        for t in range(self.steps):
+            if t % self.family.horizon == 0:
+                obs = env.reset()
+            action, logp = model.act(obs, belief, greedy)
+            next_obs, reward, *_ = env.step(action)
+            traj["belief"].append(belief)
+            out, hidden = model.encode(next_obs[None], action[None], reward[None], hidden)
+            belief = out[0]
+            for k, v in zip(keys[:-1], (obs, action, logp, reward, next_obs), strict=True):
+                traj[k].append(v)
+            obs = next_obs
+        traj["belief"].append(belief)
+        return {k: torch.stack(v) for k, v in traj.items()}
+
+    def _advantages(self, rewards, values):
+        """GAE over the meta-episode (episode boundaries are not terminal: the task goes on)."""
+        hp, adv, last = self.hp, torch.zeros_like(rewards), torch.zeros_like(rewards[0])
+        next_values = torch.cat([values[1:], torch.zeros_like(values[:1])])
+        for t in reversed(range(len(rewards))):
+            delta = rewards[t] + hp.gamma * next_values[t] - values[t]
+            last = adv[t] = delta + hp.gamma * hp.gae_lambda * last
+        return adv, adv + values
+
+    def elbo_loss(self, beliefs, next_obs, rewards) -> torch.Tensor:
+        """mean_t −ELBO_t: beliefs ``(T+1, B, 2L)`` decode the rewards of transitions ``(T, B)``."""
+        L = self.hp.latent_dim
+        mean, logvar = beliefs[..., :L], beliefs[..., L:]
+        sample = mean + (0.5 * logvar).exp() * torch.randn_like(mean)
+        logits = self.model.decoder(sample)  # (T+1, B, cells)
+        cells = self._cell(next_obs).T  # (B, T)
+        # logit of transition j's cell under belief t, laid out (T+1, B, T)
+        picked = logits.gather(2, cells.expand(len(logits), -1, -1))
+        target = (rewards.T > 0).float().expand_as(picked)
+        nll = F.binary_cross_entropy_with_logits(picked, target, reduction="none")
+        if not self.hp.decode_future:  # belief t (after t transitions) decodes transitions j < t
+            T = len(rewards)
+            seen = torch.arange(T, device=self.device)[None, :] < torch.arange(T + 1, device=self.device)[:, None]
+            nll = nll * seen[:, None, :]
+        return (nll.sum(2) + gaussian_kl_to_standard(mean, logvar)).mean()
+
+    def train_iteration(self) -> dict[str, float]:
+        hp, model = self.hp, self.model
+        self.env.set_goals(self.train_goals[torch.randint(len(self.train_goals), (hp.num_envs,), device=self.device)])
+        traj = self.rollout(self.env)
+        self.env_steps += hp.num_envs * self.steps
+        with torch.no_grad():
+            values = model.critic(model.policy_input(traj["obs"], traj["belief"][:-1])).squeeze(-1)
+        adv, returns = self._advantages(traj["reward"], values)
+        adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+
+        stats = []
+        for _ in range(hp.ppo_epochs):
+            for envs in torch.randperm(hp.num_envs, device=self.device).chunk(hp.minibatches):
+                tr = {k: v[:, envs] for k, v in traj.items()}
+                beliefs, _ = model.encode(tr["next_obs"], tr["action"], tr["reward"])
+                beliefs = torch.cat([model.prior(len(envs), self.device)[None], beliefs])
+                x = model.policy_input(tr["obs"], beliefs[:-1])
+                dist = torch.distributions.Categorical(logits=model.actor(x))
+                ratio = (dist.log_prob(tr["action"]) - tr["logp"]).exp()
+                a = adv[:, envs]
+                policy_loss = -torch.min(ratio * a, ratio.clamp(1 - hp.clip, 1 + hp.clip) * a).mean()
+                value_loss = (model.critic(x).squeeze(-1) - returns[:, envs]).pow(2).mean()
+                entropy = dist.entropy().mean()
+                loss = policy_loss + hp.value_coef * value_loss - hp.entropy_coef * entropy
+                elbo = self.elbo_loss(beliefs, tr["next_obs"], tr["reward"]) if hp.variational else torch.zeros(())
+                loss = loss + hp.elbo_coef * elbo
+                self.optimizer.zero_grad()
+                loss.backward()
+                nn.utils.clip_grad_norm_(model.parameters(), hp.max_grad_norm)
+                self.optimizer.step()
+                stats.append([policy_loss.item(), value_loss.item(), entropy.item(), elbo.item()])
+        stats = torch.tensor(stats).mean(0).tolist()
+        return {"return": traj["reward"].sum(0).mean().item(),
+                **dict(zip(["policy_loss", "value_loss", "entropy", "elbo_loss"], stats, strict=True))}
+
+    def evaluate(self, tasks: list[Task]) -> pd.DataFrame:
+        """One greedy meta-episode per task; per-episode returns and their sum (``final``)."""
+        env = self.family.make_batched(len(tasks), self.device)
+        env.set_goals(self._goals(tasks))
+        rewards = self.rollout(env, greedy=True)["reward"]
+        per_episode = rewards.reshape(self.episodes, self.family.horizon, -1).sum(1).cpu()
+        rows = [{"task": i, "stage": f"episode_{e + 1}", "return": per_episode[e, i].item()}
+                for i in range(len(tasks)) for e in range(self.episodes)]
+        rows += [{"task": i, "stage": FINAL_STAGE, "return": per_episode[:, i].sum().item()} for i in range(len(tasks))]
+        return pd.DataFrame(rows)
+
+    @torch.no_grad()
+    def belief_rollout(self, task: Task) -> dict[str, torch.Tensor]:
+        """What the belief figure needs for one greedy meta-episode: ``positions`` (T+1, 2) cells
+        (start first), ``rewards`` (T,), and for VATE ``reward_probs`` (T+1, size, size), the
+        decoder's probability of the goal reward per cell under each posterior (prior first)."""
+        env = self.family.make_batched(1, self.device)
+        env.set_tasks([task])
+        traj = self.rollout(env, greedy=True)
+        cells = torch.cat([self._cell(traj["obs"][:1]), self._cell(traj["next_obs"])])[:, 0]
+        out = {"positions": torch.stack([cells // self.grid_size, cells % self.grid_size], 1).cpu(),
+               "rewards": traj["reward"][:, 0].cpu()}
+        if self.hp.variational:
+            probs = self.model.reward_probs(traj["belief"][:, 0])
+            out["reward_probs"] = probs.reshape(-1, self.grid_size, self.grid_size).cpu()
+        return out
+
+    def state_dict(self):
+        return {**super().state_dict(), "optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state):
+        super().load_state_dict(state)
+        self.optimizer.load_state_dict(state["optimizer"])
