@@ -74,7 +74,7 @@ class MujocoFamily(TaskFamily):
     #: initial state = model defaults + U(-s, s) on qpos and U(-s, s) or s*N(0, 1) on qvel
     reset_noise_scale: float
     qvel_noise = "uniform"
-    camera_distance = 4.0
+    camera_distance, camera_elevation = 4.0, -25.0
     #: MjModel fields each task scales (Walker-Params), restored from pristine copies
     task_model_fields: tuple[str, ...] = ()
 
@@ -213,7 +213,7 @@ class MujocoEnv(gym.Env):
             self._camera.type = mujoco.mjtCamera.mjCAMERA_TRACKING
             self._camera.trackbodyid = 1
             self._camera.distance = self.family.camera_distance
-            self._camera.elevation = -25.0
+            self._camera.elevation = self.family.camera_elevation
         self._renderer.update_scene(self.data, self._camera)
         return self._renderer.render()
 

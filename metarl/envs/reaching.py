@@ -105,6 +105,7 @@ class _ReacherFamily(_ReachingFamily):
 
     frame_skip = 2
     success_radius = 0.05
+    camera_distance, camera_elevation = 3.5, -75.0  # from above: the arm moves in the floor's plane
     links: tuple[float, ...]  # link lengths, as in the MJCF
 
     def fingertip(self, qpos: np.ndarray) -> np.ndarray:
