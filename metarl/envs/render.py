@@ -13,10 +13,10 @@ from pathlib import Path
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
-import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
+import numpy as np
+from PIL import Image
 
-from metarl.envs import get_family  # noqa: E402
+from metarl.envs import get_family
 
 MUJOCO_FAMILIES = (
     "cheetah_vel", "cheetah_dir", "ant_fwd_back", "ant_goal", "humanoid_dir", "walker_params",
