@@ -186,11 +186,15 @@ class MujocoEnv(gym.Env):
         if options and "task" in options:
             self.set_task(options["task"])
         mujoco.mj_resetData(self.model, self.data)
-        self.data.qpos[:], self.data.qvel[:] = self.family.initial_state(self.np_random, self.model.qpos0, self.model.nv)
-        mujoco.mj_forward(self.model, self.data)
+        self.set_state(*self.family.initial_state(self.np_random, self.model.qpos0, self.model.nv))
         self._steps = 0
-        self._position = self.family.position(self._state()).copy()
         return self._obs(), self._info()
+
+    def set_state(self, qpos: np.ndarray, qvel: np.ndarray) -> None:
+        """Put the simulation in state (qpos, qvel): the next step starts from there."""
+        self.data.qpos[:], self.data.qvel[:] = qpos, qvel
+        mujoco.mj_forward(self.model, self.data)
+        self._position = self.family.position(self._state()).copy()
 
     def step(self, action):
         action = np.asarray(action, dtype=np.float64)
