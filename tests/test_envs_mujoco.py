@@ -225,7 +225,7 @@ def test_reaching_split_radii_disjointness_and_spacing():
 # ---------------------------------------------------------------- gymnasium conformance
 
 
-@pytest.mark.filterwarnings("ignore:.*Box observation space m.* infinity")  # unbounded, as gymnasium's own
+@pytest.mark.filterwarnings("ignore:.*Box observation space .*infinity")  # unbounded, as gymnasium's own
 @pytest.mark.parametrize("name", FAMILIES)
 def test_check_env(name):
     family = get_family(name)
@@ -267,6 +267,7 @@ def test_batched_equals_gym(name):
     low, high = envs[0].action_space.low, envs[0].action_space.high
     actions = np.random.default_rng(0).uniform(low, high, (40, len(tasks), len(low)))
     done = [False] * len(tasks)
+    last_obs = obs.numpy()
     for action in actions:
         obs, reward, terminated, truncated, _ = batched.step(torch.from_numpy(action))
         for i, env in enumerate(envs):
@@ -291,7 +292,7 @@ def test_batched_truncates_freezes_and_resets():
     batched.reset(seed=0)
     actions = torch.zeros(2, 2)
     for t in range(200):
-        obs, reward, terminated, truncated, _ = batched.step(actions)
+        obs, _, terminated, truncated, _ = batched.step(actions)
         assert truncated.tolist() == [t == 199] * 2 and not terminated.any()
     obs2, reward2, _, truncated2, _ = batched.step(torch.ones(2, 2))
     assert torch.equal(obs2, obs) and not reward2.any() and truncated2.all()
