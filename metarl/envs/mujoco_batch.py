@@ -41,6 +41,12 @@ ASSETS = Path(__file__).parent / "assets"
 
 State = dict[str, np.ndarray]  # MjData field name -> (B, ...) array
 
+#: the families built on this module (config names)
+MUJOCO_FAMILIES = (
+    "cheetah_vel", "cheetah_dir", "ant_fwd_back", "ant_goal", "humanoid_dir", "walker_params",
+    "wheeled", "small_ant", "reacher_2link", "reacher_4link",
+)
+
 
 def load_model(path: Path, contact_forces: bool = False) -> mujoco.MjModel:
     """Compile the MJCF at ``path``.
@@ -91,7 +97,7 @@ class MujocoFamily(TaskFamily):
     def act_dim(self) -> int:
         return self.model.nu
 
-    @property
+    @functools.cached_property
     def dt(self) -> float:
         return self.model.opt.timestep * self.frame_skip
 
@@ -279,21 +285,28 @@ class MujocoBatchedEnv(BatchedEnv):
     def step(self, actions: torch.Tensor):
         action = actions.detach().to("cpu", torch.float64).numpy()
         active = ~self._done
-        self._ctrl[active] = action[active]
+        all_active = active.all()
         # frozen simulations are not stepped, so their state, obs and position stay as they were
-        if active.any():
-            self.batch.step(None if active.all() else np.flatnonzero(active), nstep=self.family.frame_skip)
+        if all_active:
+            self._ctrl[:] = action
+            self.batch.step(nstep=self.family.frame_skip)
+        elif active.any():
+            self._ctrl[active] = action[active]
+            self.batch.step(np.flatnonzero(active), nstep=self.family.frame_skip)
         after = self.family.position(self._fields).copy()
         reward, terminated = self.family.reward(self._fields, self._position, after, action, self._task_array)
         self._position = after
         self._steps += 1
         self._terminated |= active & terminated
-        self._truncated |= active & (self._steps >= self.horizon)
+        if self._steps >= self.horizon:
+            self._truncated |= active
         self._done = self._terminated | self._truncated
-        reward = np.where(active, reward, 0.0)
+        if not all_active:
+            reward = np.where(active, reward, 0.0)
         obs = self.family.observe(self._fields)
-        flags = (torch.from_numpy(x.copy()).to(self.device) for x in (self._terminated, self._truncated))
-        return self._to_tensor(obs), self._to_tensor(reward), *flags, {}
+        return self._to_tensor(obs), self._to_tensor(reward), self._to_tensor(self._terminated), self._to_tensor(self._truncated), {}
 
     def _to_tensor(self, x: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(x.astype(np.float32)).to(self.device)
+        """float32 (bool kept) copies, on the env's device."""
+        tensor = torch.from_numpy(x.copy() if x.dtype == bool else x.astype(np.float32))
+        return tensor if self.device.type == "cpu" else tensor.to(self.device)

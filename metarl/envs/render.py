@@ -17,11 +17,7 @@ import numpy as np
 from PIL import Image
 
 from metarl.envs import get_family
-
-MUJOCO_FAMILIES = (
-    "cheetah_vel", "cheetah_dir", "ant_fwd_back", "ant_goal", "humanoid_dir", "walker_params",
-    "wheeled", "small_ant", "reacher_2link", "reacher_4link",
-)
+from metarl.envs.mujoco_batch import MUJOCO_FAMILIES
 
 
 def render_family_frames(out_dir: str | Path, families=MUJOCO_FAMILIES, steps: int = 10, size: int = 480) -> list[Path]:
