@@ -137,7 +137,7 @@ def write_report(rows: list[dict], path: Path, duration: float, episode_steps: i
         "# Environment throughput",
         "",
         (f"Measured {datetime.date.today().isoformat()} on {cpu_name()}, {os.cpu_count()} cores shared with other"
-         f" jobs; Python {platform.python_version()}, mujoco {mujoco.__version__}, torch {torch.__version__}."
+         f" jobs (load average {os.getloadavg()[1]:.1f} over the last 5 minutes); Python {platform.python_version()}, mujoco {mujoco.__version__}, torch {torch.__version__}."
          " **CPU only: no GPU was measured** (MuJoCo steps on the CPU in any case; a GPU would only hold the"
          " returned tensors)."),
         "",
@@ -146,7 +146,8 @@ def write_report(rows: list[dict], path: Path, duration: float, episode_steps: i
          f" Every form runs episodes of {episode_steps} steps (fewer if they end) with uniformly random actions, for"
          f" at least {duration:g} CPU s; batched forms use one thread unless stated (with 2 threads the CPU time of"
          " both counts, so the column shows the threads' overhead, not the wall-clock speed-up). Rates vary by about"
-         " ±15 % between runs; each is the best of 3. Produced by `metarl bench envs` (`metarl/bench_envs.py`)."),
+         " ±15 % between runs on an idle machine, much more on a busy one, where entries above 100 % only mean that the"
+         " raw and the batched runs met different loads; each is the best of 3. Produced by `metarl bench envs` (`metarl/bench_envs.py`)."),
         "",
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
