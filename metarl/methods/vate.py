@@ -44,15 +44,15 @@ class Hyperparams:
     policy_hidden: int = 32
     decoder_hidden: int = 32
     num_envs: int = 128            # meta-episodes per update
-    lr: float = 1e-3
-    gamma: float = 0.97
+    lr: float = 3e-3
+    gamma: float = 0.99
     gae_lambda: float = 0.95
     ppo_epochs: int = 4
-    minibatches: int = 2
+    minibatches: int = 4
     clip: float = 0.2
     entropy_coef: float = 0.01
     value_coef: float = 0.5
-    max_grad_norm: float = 0.5
+    max_grad_norm: float = 1.0
 
 
 class VATEModel(nn.Module):
