@@ -30,6 +30,15 @@ def test_gaussian_kl_matches_torch():
     assert gaussian_kl_to_standard(torch.zeros(3), torch.zeros(3)).item() == 0.0
 
 
+def test_rollout_beliefs_match_the_fused_encoder():
+    """The rollout steps the GRU as a cell; the update re-encodes whole sequences: same beliefs."""
+    method = make()
+    traj = method.rollout(method.env)
+    beliefs = method.model.encode(traj["next_obs"], traj["action"], traj["reward"])
+    assert torch.allclose(traj["belief"][1:], beliefs, atol=1e-5)
+    assert torch.allclose(traj["belief"][0], method.model.prior(16, "cpu"))
+
+
 def test_elbo_is_reconstruction_plus_kl():
     method = make()
     traj = method.rollout(method.env)
@@ -69,7 +78,7 @@ def test_detach_keeps_rl_gradient_out_of_the_encoder(detach):
     method = make(detach_encoder=detach)
     model = method.model
     traj = method.rollout(method.env)
-    beliefs, _ = model.encode(traj["next_obs"], traj["action"], traj["reward"])
+    beliefs = model.encode(traj["next_obs"], traj["action"], traj["reward"])
     x = model.policy_input(traj["obs"], beliefs)
     (model.actor(x).logsumexp(-1).sum() + model.critic(x).sum()).backward()
     encoder_grad = sum(0.0 if p.grad is None else p.grad.abs().sum().item() for p in model.gru.parameters())
