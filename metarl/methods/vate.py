@@ -40,19 +40,19 @@ class Hyperparams:
     detach_encoder: bool = False   # RL loss does not reach the encoder
     elbo_coef: float = 1.0         # λ
     encoder_hidden: int = 64       # GRU size
-    embed_dim: int = 16            # size of each of the s', a, r embeddings fed to the GRU
+    embed_dim: int = 32            # size of the (s', a, r) embedding fed to the GRU
     policy_hidden: int = 32
     decoder_hidden: int = 32
     num_envs: int = 128            # meta-episodes per update
-    lr: float = 1e-3
-    gamma: float = 0.97
+    lr: float = 3e-3
+    gamma: float = 0.99
     gae_lambda: float = 0.95
     ppo_epochs: int = 4
-    minibatches: int = 2
+    minibatches: int = 4
     clip: float = 0.2
     entropy_coef: float = 0.01
     value_coef: float = 0.5
-    max_grad_norm: float = 0.5
+    max_grad_norm: float = 1.0
 
 
 class VATEModel(nn.Module):
@@ -61,9 +61,8 @@ class VATEModel(nn.Module):
     def __init__(self, obs_dim: int, n_actions: int, n_cells: int, hp: Hyperparams):
         super().__init__()
         self.hp, self.n_actions = hp, n_actions
-        e = hp.embed_dim
-        self.embed_obs, self.embed_act, self.embed_rew = nn.Linear(obs_dim, e), nn.Linear(n_actions, e), nn.Linear(1, e)
-        self.gru = nn.GRU(3 * e, hp.encoder_hidden)
+        self.embed = nn.Linear(obs_dim + n_actions + 1, hp.embed_dim)
+        self.gru = nn.GRU(hp.embed_dim, hp.encoder_hidden)
         # belief = [mean, log-variance] (VATE) or the embedding (RL²); it is what the policy sees
         self.belief_dim = 2 * hp.latent_dim if hp.variational else hp.latent_dim
         self.to_belief = nn.Linear(hp.encoder_hidden, self.belief_dim)
@@ -72,12 +71,20 @@ class VATEModel(nn.Module):
         # one logit per cell: log-odds that the cell is the goal, given a latent sample
         self.decoder = mlp(hp.latent_dim, [hp.decoder_hidden] * 2, n_cells, nn.ReLU) if hp.variational else None
 
-    def encode(self, next_obs, actions, rewards, hidden=None):
-        """Beliefs after each transition of ``(T, B, ...)`` inputs, plus the GRU hidden state."""
-        x = torch.cat([self.embed_obs(next_obs), self.embed_act(F.one_hot(actions, self.n_actions).float()),
-                       self.embed_rew(rewards.unsqueeze(-1))], -1)
-        out, hidden = self.gru(F.relu(x), hidden)
-        return self.to_belief(out), hidden
+    def _embed(self, next_obs, actions, rewards):
+        x = torch.cat([next_obs, F.one_hot(actions, self.n_actions).float(), rewards.unsqueeze(-1)], -1)
+        return F.relu(self.embed(x))
+
+    def encode(self, next_obs, actions, rewards):
+        """Beliefs after each transition of whole ``(T, B, ...)`` sequences (one fused GRU call)."""
+        out, _ = self.gru(self._embed(next_obs, actions, rewards))
+        return self.to_belief(out)
+
+    def encode_step(self, next_obs, action, reward, hidden):
+        """One transition ``(B, ...)`` during a rollout: the same GRU as a cell (far less overhead
+        than a length-1 sequence). Returns the belief and the new hidden state."""
+        hidden = torch.gru_cell(self._embed(next_obs, action, reward), hidden, *self.gru.all_weights[0])
+        return self.to_belief(hidden), hidden
 
     def prior(self, batch: int, device) -> torch.Tensor:
         """Belief before any transition (t = 0): the head applied to the zero hidden state."""
@@ -86,11 +93,14 @@ class VATEModel(nn.Module):
     def policy_input(self, obs, belief):
         return torch.cat([obs, belief.detach() if self.hp.detach_encoder else belief], -1)
 
+    def log_policy(self, obs, belief):
+        """Log-probabilities of every action."""
+        return self.actor(self.policy_input(obs, belief)).log_softmax(-1)
+
     def act(self, obs, belief, greedy: bool = False):
-        logits = self.actor(self.policy_input(obs, belief))
-        dist = torch.distributions.Categorical(logits=logits)
-        action = logits.argmax(-1) if greedy else dist.sample()
-        return action, dist.log_prob(action)
+        logp = self.log_policy(obs, belief)
+        action = logp.argmax(-1) if greedy else torch.multinomial(logp.exp(), 1).squeeze(-1)
+        return action, logp.gather(-1, action.unsqueeze(-1)).squeeze(-1)
 
     def reward_probs(self, belief) -> torch.Tensor:
         """Decoder's probability of the goal reward per cell under the posterior mean."""
@@ -129,7 +139,7 @@ class VATE(Method):
         """One meta-episode in every env of ``env``: ``(T, B, ...)`` tensors; ``beliefs`` has T+1
         entries (prior first)."""
         model, B = self.model, env.num_envs
-        belief, hidden = model.prior(B, self.device), None
+        belief, hidden = model.prior(B, self.device), torch.zeros(B, self.hp.encoder_hidden, device=self.device)
         keys = ("obs", "action", "logp", "reward", "next_obs", "belief")
         traj = {k: [] for k in keys}
         for t in range(self.steps):
@@ -138,8 +148,7 @@ class VATE(Method):
             action, logp = model.act(obs, belief, greedy)
             next_obs, reward, *_ = env.step(action)
             traj["belief"].append(belief)
-            out, hidden = model.encode(next_obs[None], action[None], reward[None], hidden)
-            belief = out[0]
+            belief, hidden = model.encode_step(next_obs, action, reward, hidden)
             for k, v in zip(keys[:-1], (obs, action, logp, reward, next_obs), strict=True):
                 traj[k].append(v)
             obs = next_obs
@@ -186,15 +195,15 @@ class VATE(Method):
         for _ in range(hp.ppo_epochs):
             for envs in torch.randperm(hp.num_envs, device=self.device).chunk(hp.minibatches):
                 tr = {k: v[:, envs] for k, v in traj.items()}
-                beliefs, _ = model.encode(tr["next_obs"], tr["action"], tr["reward"])
+                beliefs = model.encode(tr["next_obs"], tr["action"], tr["reward"])
                 beliefs = torch.cat([model.prior(len(envs), self.device)[None], beliefs])
-                x = model.policy_input(tr["obs"], beliefs[:-1])
-                dist = torch.distributions.Categorical(logits=model.actor(x))
-                ratio = (dist.log_prob(tr["action"]) - tr["logp"]).exp()
+                logp = model.log_policy(tr["obs"], beliefs[:-1])
+                ratio = (logp.gather(-1, tr["action"].unsqueeze(-1)).squeeze(-1) - tr["logp"]).exp()
                 a = adv[:, envs]
                 policy_loss = -torch.min(ratio * a, ratio.clamp(1 - hp.clip, 1 + hp.clip) * a).mean()
-                value_loss = (model.critic(x).squeeze(-1) - returns[:, envs]).pow(2).mean()
-                entropy = dist.entropy().mean()
+                values = model.critic(model.policy_input(tr["obs"], beliefs[:-1])).squeeze(-1)
+                value_loss = (values - returns[:, envs]).pow(2).mean()
+                entropy = -(logp.exp() * logp).sum(-1).mean()
                 loss = policy_loss + hp.value_coef * value_loss - hp.entropy_coef * entropy
                 elbo = self.elbo_loss(beliefs, tr["next_obs"], tr["reward"]) if hp.variational else torch.zeros(())
                 loss = loss + hp.elbo_coef * elbo
