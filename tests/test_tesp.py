@@ -32,7 +32,7 @@ class PointGoalEnv(BatchedEnv):
     def set_tasks(self, tasks):
         self.goals = torch.tensor([task["goal"] for task in tasks], dtype=torch.float32)
 
-    def reset(self):
+    def reset(self, seed=None):  # deterministic: the seed is not needed
         self.pos = torch.zeros(self.num_envs, 2)
         self.t = 0
         self.truncated = torch.zeros(self.num_envs, dtype=torch.bool)
@@ -61,7 +61,7 @@ class PointGoalFamily(TaskFamily):
 
 
 TINY = {"policy_hidden": [32, 32], "gru_size": 16, "embedding_dim": 4, "meta_batch": 4, "episodes_per_task": 4,
-        "eval_episodes": 4, "buffer_size": 3, "ppo_epochs": 2}
+        "eval_episodes": 4, "eval_batch": 4, "buffer_size": 3, "ppo_epochs": 2}
 METHODS = {
     "tesp": {},
     "maml": {"embedding": "none", "adapt_policy": True, "learn_alpha": False, "alpha_init": 0.1},
@@ -181,7 +181,7 @@ def test_state_dict_resume_equals_uninterrupted(variant):
 
 def test_evaluate_reports_every_stage():
     method = make(fast_updates=2)
-    frame = method.evaluate(method.tasks["test"][:5])  # 5 tasks: two chunks of meta_batch 4
+    frame = method.evaluate(method.tasks["test"][:5])  # 5 tasks: two chunks of eval_batch 4
     assert sorted(frame.stage.unique()) == ["final", "update_0", "update_1", "update_2"]
     assert sorted(frame.task.unique()) == list(range(5))
     final = frame[frame.stage == "final"].set_index("task")["return"]

@@ -59,6 +59,7 @@ class Hyperparams:
     meta_batch: int = 20          # tasks per meta-update
     episodes_per_task: int = 25   # per sampling round
     eval_episodes: int = 25       # per sampling round in evaluate()
+    eval_batch: int = 100         # tasks adapted together in evaluate()
     gamma: float = 0.99
     gae_lambda: float = 0.97
     ppo_clip: float = 0.15
@@ -202,12 +203,13 @@ class TESPModel(nn.Module):
         gates_x = linear(x.reshape(T, E * steps, -1), p["encoder.gru.weight_ih"], p["encoder.gru.bias_ih"])
         gates_x = gates_x.reshape(T, E, steps, -1)
         hidden = x.new_zeros(T, E, p["encoder.gru.weight_hh"].shape[-1])
-        for t in range(steps):  # torch.nn.GRUCell's equations, with per-task weights
-            r_x, z_x, n_x = gates_x[:, :, t].chunk(3, -1)
+        # unbind, not gates_x[:, :, t]: each slice's backward would add a full-size zero tensor
+        for gates_t, valid_t in zip(gates_x.unbind(2), ep.valid[:, :, :steps].unbind(2)):
+            r_x, z_x, n_x = gates_t.chunk(3, -1)  # torch.nn.GRUCell's equations, per-task weights
             r_h, z_h, n_h = linear(hidden, p["encoder.gru.weight_hh"], p["encoder.gru.bias_hh"]).chunk(3, -1)
             r, z = torch.sigmoid(r_x + r_h), torch.sigmoid(z_x + z_h)
             new = (1 - z) * torch.tanh(n_x + r * n_h) + z * hidden
-            hidden = torch.where(ep.valid[:, :, t, None], new, hidden)
+            hidden = torch.where(valid_t.unsqueeze(-1), new, hidden)
         return linear(hidden, p["encoder.out.weight"], p["encoder.out.bias"])
 
     def policy_dist(self, p: dict[str, Tensor], obs: Tensor, h: Tensor | None) -> tuple[Tensor, Tensor]:
@@ -254,7 +256,8 @@ class TESP(Method):
     def rollout(self, env: BatchedEnv, p: dict[str, Tensor], h: Tensor | None, num_tasks: int) -> Episodes:
         """One episode in each of the env's T * E environments, all stepped together."""
         E, L = env.num_envs // num_tasks, env.horizon
-        obs = env.reset()
+        # initial states seeded from torch's generator, which checkpoints save: resume == uninterrupted
+        obs = env.reset(seed=int(torch.randint(2**31 - 1, ())))
         ep = Episodes(obs=obs.new_zeros(num_tasks, E, L, obs.shape[-1]),
                       actions=obs.new_zeros(num_tasks, E, L, env.act_dim),
                       rewards=obs.new_zeros(num_tasks, E, L), logp=obs.new_zeros(num_tasks, E, L),
@@ -362,8 +365,8 @@ class TESP(Method):
 
     def evaluate(self, tasks: list[Task]) -> pd.DataFrame:
         rows = []
-        for start in range(0, len(tasks), self.hp.meta_batch):
-            ad = self.adapt(tasks[start:start + self.hp.meta_batch], self.hp.eval_episodes)
+        for start in range(0, len(tasks), self.hp.eval_batch):
+            ad = self.adapt(tasks[start:start + self.hp.eval_batch], self.hp.eval_episodes)
             for k, returns in enumerate(ad.returns):
                 for i, value in enumerate(returns.tolist()):
                     rows.append({"task": start + i, "stage": f"update_{k}", "return": value})
