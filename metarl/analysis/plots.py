@@ -55,7 +55,8 @@ def plot_stages(evals: pd.DataFrame, out_png, style: dict, title: str = "") -> N
     per_seed = per_seed[per_seed.stage != FINAL_STAGE]
     order = stage_order(per_seed.stage)
     grid = sns.catplot(data=per_seed, x="stage", y="return", hue="method", row="split", col="family",
-                       kind="point", order=order, errorbar=ERRORBAR[style["spread"]], dodge=0.3,
+                       kind="point", order=order, errorbar=ERRORBAR[style["spread"]],
+                       dodge=0.3 if per_seed.method.nunique() > 1 else False,
                        sharey=False, height=3.2, aspect=1.3)
     grid.set_axis_labels("evaluation stage", "return")
     for ax in grid.axes.flat:
