@@ -44,15 +44,20 @@ PROFILE = "workflow/profiles/slurm"
 #   "repo": the repository's own pipeline (Snakefile, workflow/, config.yaml
 #           copied into a temporary directory) with --config scale=smoke
 #   "toy":  tests/slurm/toy/Snakefile (used until the real DAG exists)
-TARGET = "toy"
+# The environment variable METARL_SLURM_TEST_TARGET overrides it, and
+# METARL_SLURM_TEST_REPO points the "repo" target at another checkout.
+TARGET = os.environ.get("METARL_SLURM_TEST_TARGET", "toy")
+TARGET_REPO = Path(os.environ.get("METARL_SLURM_TEST_REPO", REPO))
 # Files/directories of the repository the "repo" target needs in its copy.
 REPO_WORKFLOW_FILES = ["Snakefile", "workflow", "config.yaml", "config"]
 # Extra snakemake arguments for the "repo" target (targets, --config ...).
 REPO_SMOKE_ARGS = ["--config", "scale=smoke"]
 # Rules that must have been run as SLURM jobs in the "repo" target.
-REPO_EXPECTED_SLURM_RULES = {"train"}
+REPO_EXPECTED_SLURM_RULES = {"train", "evaluate"}
 
-SNAKEMAKE_TIMEOUT_S = 600
+# Safety net only (the smoke DAG should take a few minutes; an overloaded
+# 2-core machine needs ~10).
+SNAKEMAKE_TIMEOUT_S = int(os.environ.get("METARL_SLURM_TEST_TIMEOUT", "1200"))
 
 # Options the test adds to the profile: no sacct on the test cluster, and
 # poll quickly (the plugin's defaults are tuned for big clusters: 40 s before
@@ -277,15 +282,18 @@ def test_toy_workflow_gpu_path(slurm_cluster, tmp_path):
 
 def test_pipeline_through_slurm(slurm_cluster, tmp_path):
     """The target workflow end to end through the slurm executor, GPUs switched off."""
+    assert TARGET in ("repo", "toy"), TARGET
     if TARGET == "repo":
-        missing = [f for f in REPO_WORKFLOW_FILES[:3] if not (REPO / f).exists()]
-        assert not missing, f"TARGET='repo' but the repository lacks {missing}"
+        missing = [f for f in REPO_WORKFLOW_FILES[:3] if not (TARGET_REPO / f).exists()]
+        assert not missing, f"TARGET='repo' but {TARGET_REPO} lacks {missing}"
         for name in REPO_WORKFLOW_FILES:
-            src = REPO / name
+            src = TARGET_REPO / name
             if src.is_dir():
                 shutil.copytree(src, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
             elif src.is_file():
                 shutil.copy(src, tmp_path / name)
+        if not (tmp_path / PROFILE).is_dir():  # a checkout without the profile
+            shutil.copytree(REPO / PROFILE, tmp_path / PROFILE)
         workdir, extra, expected = tmp_path, REPO_SMOKE_ARGS, REPO_EXPECTED_SLURM_RULES
     else:
         workdir, extra, expected = _toy_workdir(tmp_path), [], {"train", "evaluate"}
