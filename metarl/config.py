@@ -47,7 +47,12 @@ def validate(config: dict, schema_path=SCHEMA_PATH) -> None:
         for m in exp["methods"]:
             if m not in methods:
                 raise ConfigError(f"experiments.{exp_name}.methods: unknown method {m!r}; defined methods: {sorted(methods)}")
-        for where, names in [("overrides", exp.get("overrides", {})),
+        for method, families in exp.get("method_families", {}).items():
+            outside = sorted(set(families) - set(exp["families"]))
+            if outside:
+                raise ConfigError(f"experiments.{exp_name}.method_families.{method}: {outside} not among the "
+                                  f"experiment's families {exp['families']}")
+        for where, names in [("overrides", exp.get("overrides", {})), ("method_families", exp.get("method_families", {})),
                              *[(f"scales.{s}.methods", sc.get("methods", {})) for s, sc in exp["scales"].items()]]:
             for m in names:
                 if m not in exp["methods"]:
@@ -90,13 +95,21 @@ def run_spec(config: dict, experiment: str, family: str, method: str, seed: int)
     }
 
 
+def runs(config: dict, experiment: str):
+    """(family, method, seed) of every training job of an experiment."""
+    exp = config["experiments"][experiment]
+    restricted = exp.get("method_families", {})
+    for family in exp["families"]:
+        for method in exp["methods"]:
+            if family in restricted.get(method, exp["families"]):
+                for seed in seeds(config, experiment):
+                    yield family, method, seed
+
+
 def run_specs(config: dict):
     for experiment in enabled_experiments(config):
-        exp = config["experiments"][experiment]
-        for family in exp["families"]:
-            for method in exp["methods"]:
-                for seed in seeds(config, experiment):
-                    yield run_spec(config, experiment, family, method, seed)
+        for family, method, seed in runs(config, experiment):
+            yield run_spec(config, experiment, family, method, seed)
 
 
 def load(path) -> dict:

@@ -18,12 +18,9 @@ wildcard_constraints:
 
 
 def run_dirs(experiment):
-    exp = config["experiments"][experiment]
     return [
         f"results/{experiment}/runs/{family}/{method}/seed{seed}"
-        for family in exp["families"]
-        for method in exp["methods"]
-        for seed in metarl_config.seeds(config, experiment)
+        for family, method, seed in metarl_config.runs(config, experiment)
     ]
 
 

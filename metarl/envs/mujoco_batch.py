@@ -1,0 +1,312 @@
+"""Machinery shared by every MuJoCo task family: model loading, the gymnasium env and the
+batched env.
+
+A family (:class:`MujocoFamily`) states its physics once, as numpy functions of a batch of
+simulation states (``observe``, ``position``, ``reward``). Both env forms call the same
+functions: the gymnasium env with a batch of one built from its ``MjData``, the batched env
+with arrays bound to a :class:`mujoco.batch.Batch`, which steps all simulations in C on a
+thread pool, without the GIL, bit-identically to a loop over one ``MjData`` per simulation.
+So both forms give the same observations, rewards and terminations for the same tasks,
+seeds and actions (up to the batched env's float32 tensors).
+
+Seeding: ``gym_env.reset(seed=s)`` and ``batched.reset(seed=s)`` draw env ``i``'s initial
+state from ``np.random.default_rng(s + i)`` (gymnasium's vector-env convention; ``i = 0``
+for the gymnasium env); ``batched.reset(seed=[s0, s1, ...])`` gives each env its seed.
+Without a seed, each env continues its own generator.
+
+State fields other than ``qpos``/``qvel`` (``cfrc_ext``, ``cinert``, ``xipos``...) are, as
+everywhere after ``mj_step``, those of the last substep's forward pass, one substep behind
+``qpos``.
+"""
+from __future__ import annotations
+
+import copy
+import functools
+import warnings
+from abc import abstractmethod
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import gymnasium as gym
+import mujoco
+import numpy as np
+import torch
+from mujoco import batch as mjbatch
+
+from metarl.envs.base import BatchedEnv, Task, TaskFamily
+
+GYM_ASSETS = Path(gym.__file__).parent / "envs" / "mujoco" / "assets"
+ASSETS = Path(__file__).parent / "assets"
+
+State = dict[str, np.ndarray]  # MjData field name -> (B, ...) array
+
+#: the families built on this module (config names)
+MUJOCO_FAMILIES = (
+    "cheetah_vel", "cheetah_dir", "ant_fwd_back", "ant_goal", "humanoid_dir", "walker_params",
+    "wheeled", "small_ant", "reacher_2link", "reacher_4link",
+)
+
+
+def load_model(path: Path, contact_forces: bool = False) -> mujoco.MjModel:
+    """Compile the MJCF at ``path``.
+
+    With ``contact_forces``, add a force sensor: ``mj_step`` fills ``cfrc_ext`` only when a
+    sensor needs it. Gymnasium calls ``mj_rnePostConstraint`` after stepping instead, which
+    a batch cannot do per simulation; the sensor makes every forward pass compute it, the
+    same way in both env forms.
+    """
+    spec = mujoco.MjSpec.from_file(str(path))
+    if contact_forces:
+        spec.worldbody.first_body().add_site(name="contact_force_trigger")
+        spec.add_sensor(
+            type=mujoco.mjtSensor.mjSENS_FORCE, objtype=mujoco.mjtObj.mjOBJ_SITE, objname="contact_force_trigger"
+        )
+    with warnings.catch_warnings():
+        # gymnasium's half_cheetah.xml uses it; the compiled model is what gymnasium simulates
+        warnings.filterwarnings("ignore", message="compiler attribute 'settotalmass' is deprecated")
+        return spec.compile()
+
+
+class MujocoFamily(TaskFamily):
+    """A task family on one MuJoCo model; subclasses define the task-dependent physics."""
+
+    model_path: Path
+    frame_skip: int
+    horizon = 200
+    #: MjData outputs that ``observe``/``position``/``reward`` read besides qpos and qvel
+    derived_fields: tuple[str, ...] = ()
+    contact_forces = False  # whether cfrc_ext must be computed
+    #: initial state = model defaults + U(-s, s) on qpos and U(-s, s) or s*N(0, 1) on qvel
+    reset_noise_scale: float
+    qvel_noise = "uniform"
+    camera_distance, camera_elevation = 4.0, -25.0
+    #: MjModel fields each task scales (Walker-Params), restored from pristine copies
+    task_model_fields: tuple[str, ...] = ()
+
+    @functools.cached_property
+    def model(self) -> mujoco.MjModel:
+        """A shared pristine model, for constants; every env compiles its own."""
+        return self.load_model()
+
+    @functools.cached_property
+    def obs_dim(self) -> int:
+        return self.observe(_state_of(mujoco.MjData(self.model), self.derived_fields)).shape[1]
+
+    @property
+    def act_dim(self) -> int:
+        return self.model.nu
+
+    @functools.cached_property
+    def dt(self) -> float:
+        return self.model.opt.timestep * self.frame_skip
+
+    def load_model(self) -> mujoco.MjModel:
+        return load_model(self.model_path, self.contact_forces)
+
+    @abstractmethod
+    def task_array(self, tasks: Sequence[Task]) -> np.ndarray:
+        """The tasks' parameters as a ``(B, k)`` array for the vectorised reward."""
+
+    @abstractmethod
+    def observe(self, s: State) -> np.ndarray:
+        """Observations ``(B, obs_dim)``."""
+
+    @abstractmethod
+    def position(self, s: State) -> np.ndarray:
+        """The point whose displacement (locomotion) or distance to a goal (reaching) is
+        rewarded, ``(B, d)``."""
+
+    @abstractmethod
+    def reward(
+        self, s: State, before: np.ndarray, after: np.ndarray, action: np.ndarray, task: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Rewards and terminations ``(B,)`` of a step that moved ``position`` from ``before``
+        to ``after`` under ``action`` ``(B, act_dim)``."""
+
+    def task_model_scales(self, task: Task) -> dict[str, np.ndarray]:
+        """Multipliers of the ``task_model_fields`` for ``task``."""
+        return {}
+
+    def initial_state(self, rng: np.random.Generator, qpos0: np.ndarray, nv: int) -> tuple[np.ndarray, np.ndarray]:
+        s = self.reset_noise_scale
+        qpos = qpos0 + rng.uniform(-s, s, qpos0.size)
+        if self.qvel_noise == "normal":
+            return qpos, s * rng.standard_normal(nv)
+        return qpos, rng.uniform(-s, s, nv)
+
+    def make_batched(self, num_envs: int, device: torch.device | str = "cpu", num_threads: int = 1) -> MujocoBatchedEnv:
+        return MujocoBatchedEnv(self, num_envs, device, num_threads)
+
+    def default_task(self) -> Task:
+        """The task of an env made without one: the first training task of seed 0."""
+        return next(iter(self.sample_splits(np.random.default_rng(0)).values()))[0]
+
+
+def _state_of(data: mujoco.MjData, fields: tuple[str, ...]) -> State:
+    """One MjData as a batch of one."""
+    return {name: getattr(data, name)[None] for name in ("qpos", "qvel", *fields)}
+
+
+class MujocoEnv(gym.Env):
+    """The gymnasium form of a family: one task, one ``MjData``; truncates at the horizon."""
+
+    family_cls: type[MujocoFamily]
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "render_fps": 20}
+
+    def __init__(self, task: Task | None = None, render_mode: str | None = None, width: int = 480, height: int = 480):
+        self.family = self.family_cls()
+        self.model = self.family.load_model()
+        self.data = mujoco.MjData(self.model)
+        self._pristine = {name: getattr(self.model, name).copy() for name in self.family.task_model_fields}
+        self.dt = self.family.dt
+        self.metadata = {**self.metadata, "render_fps": round(1.0 / self.dt)}
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (self.family.obs_dim,), np.float64)
+        low, high = self.model.actuator_ctrlrange.T.astype(np.float32)
+        self.action_space = gym.spaces.Box(low, high, dtype=np.float32)
+        assert render_mode is None or render_mode in self.metadata["render_modes"]
+        self.render_mode = render_mode
+        self._render_size = (height, width)
+        self._renderer: mujoco.Renderer | None = None
+        self.set_task(task if task is not None else self.family.default_task())
+        self._steps = 0
+        self._position = self.family.position(self._state())
+
+    def set_task(self, task: Task) -> None:
+        self.task = task
+        self._task_array = self.family.task_array([task])
+        for name, scale in self.family.task_model_scales(task).items():
+            getattr(self.model, name)[:] = self._pristine[name] * scale
+
+    def _state(self) -> State:
+        return _state_of(self.data, self.family.derived_fields)
+
+    def _obs(self) -> np.ndarray:
+        return self.family.observe(self._state())[0].copy()
+
+    def _info(self) -> dict[str, Any]:
+        return {"task": copy.deepcopy(self.task)}  # a fresh copy: callers may keep or edit infos
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        if options and "task" in options:
+            self.set_task(options["task"])
+        mujoco.mj_resetData(self.model, self.data)
+        self.set_state(*self.family.initial_state(self.np_random, self.model.qpos0, self.model.nv))
+        self._steps = 0
+        return self._obs(), self._info()
+
+    def set_state(self, qpos: np.ndarray, qvel: np.ndarray) -> None:
+        """Put the simulation in state (qpos, qvel): the next step starts from there."""
+        self.data.qpos[:], self.data.qvel[:] = qpos, qvel
+        mujoco.mj_forward(self.model, self.data)
+        self._position = self.family.position(self._state()).copy()
+
+    def step(self, action):
+        action = np.asarray(action, dtype=np.float64)
+        self.data.ctrl[:] = action
+        mujoco.mj_step(self.model, self.data, nstep=self.family.frame_skip)
+        state = self._state()
+        after = self.family.position(state).copy()
+        reward, terminated = self.family.reward(state, self._position, after, action[None], self._task_array)
+        self._position = after
+        self._steps += 1
+        truncated = self._steps >= self.family.horizon
+        return self._obs(), float(reward[0]), bool(terminated[0]), truncated, self._info()
+
+    def render(self):
+        if self.render_mode != "rgb_array":
+            return None
+        if self._renderer is None:
+            self._renderer = mujoco.Renderer(self.model, *self._render_size)
+            self._camera = mujoco.MjvCamera()
+            self._camera.type = mujoco.mjtCamera.mjCAMERA_TRACKING
+            self._camera.trackbodyid = 1
+            self._camera.distance = self.family.camera_distance
+            self._camera.elevation = self.family.camera_elevation
+        self._renderer.update_scene(self.data, self._camera)
+        return self._renderer.render()
+
+    def close(self):
+        if self._renderer is not None:
+            self._renderer.close()
+            self._renderer = None
+
+
+class MujocoBatchedEnv(BatchedEnv):
+    """B simulations of one family on a :class:`mujoco.batch.Batch`; obs/rewards float32.
+
+    ``num_threads`` threads step the simulations (1: the calling thread only).
+    """
+
+    discrete = False
+
+    def __init__(self, family: MujocoFamily, num_envs: int, device: torch.device | str = "cpu", num_threads: int = 1):
+        self.family = family
+        self.num_envs, self.device = num_envs, torch.device(device)
+        self.obs_dim, self.act_dim, self.horizon = family.obs_dim, family.act_dim, family.horizon
+        self.model = family.load_model()
+        self.batch = mjbatch.Batch(self.model, nsim=num_envs, nthread=num_threads)
+        self._fields = {name: self.batch.bind(name) for name in ("qpos", "qvel", *family.derived_fields)}
+        self._ctrl = self.batch.bind("ctrl")
+        self._pristine = {name: getattr(self.model, name).copy() for name in family.task_model_fields}
+        self._rngs = [np.random.default_rng() for _ in range(num_envs)]
+        self._done = np.ones(num_envs, dtype=bool)  # terminated or truncated: frozen
+        self._terminated = np.zeros(num_envs, dtype=bool)
+        self._truncated = np.zeros(num_envs, dtype=bool)
+        self._steps = 0
+        self.set_tasks([family.default_task()] * num_envs)
+
+    def set_tasks(self, tasks: list[Task]) -> None:
+        if len(tasks) != self.num_envs:
+            raise ValueError(f"expected {self.num_envs} tasks, got {len(tasks)}")
+        self.tasks = list(tasks)
+        self._task_array = self.family.task_array(tasks)
+        if self.family.task_model_fields:
+            per_sim = {name: self.batch.expand(name) for name in self.family.task_model_fields}
+            for i, task in enumerate(tasks):
+                for name, scale in self.family.task_model_scales(task).items():
+                    per_sim[name][i] = self._pristine[name] * scale
+
+    def reset(self, seed: int | Sequence[int] | None = None) -> torch.Tensor:
+        if seed is not None:
+            seeds = [seed + i for i in range(self.num_envs)] if isinstance(seed, int) else list(seed)
+            self._rngs = [np.random.default_rng(s) for s in seeds]
+        self.batch.reset(stage=mujoco.mjtStage.mjSTAGE_NONE)
+        qpos, qvel = self._fields["qpos"], self._fields["qvel"]
+        for i, rng in enumerate(self._rngs):
+            qpos[i], qvel[i] = self.family.initial_state(rng, self.model.qpos0, self.model.nv)
+        self.batch.forward()
+        self._position = self.family.position(self._fields).copy()
+        self._done[:] = self._terminated[:] = self._truncated[:] = False
+        self._steps = 0
+        return self._to_tensor(self.family.observe(self._fields))
+
+    def step(self, actions: torch.Tensor):
+        action = actions.detach().to("cpu", torch.float64).numpy()
+        active = ~self._done
+        all_active = active.all()
+        # frozen simulations are not stepped, so their state, obs and position stay as they were
+        if all_active:
+            self._ctrl[:] = action
+            self.batch.step(nstep=self.family.frame_skip)
+        elif active.any():
+            self._ctrl[active] = action[active]
+            self.batch.step(np.flatnonzero(active), nstep=self.family.frame_skip)
+        after = self.family.position(self._fields).copy()
+        reward, terminated = self.family.reward(self._fields, self._position, after, action, self._task_array)
+        self._position = after
+        self._steps += 1
+        self._terminated |= active & terminated
+        if self._steps >= self.horizon:
+            self._truncated |= active
+        self._done = self._terminated | self._truncated
+        if not all_active:
+            reward = np.where(active, reward, 0.0)
+        obs = self.family.observe(self._fields)
+        return self._to_tensor(obs), self._to_tensor(reward), self._to_tensor(self._terminated), self._to_tensor(self._truncated), {}
+
+    def _to_tensor(self, x: np.ndarray) -> torch.Tensor:
+        """float32 (bool kept) copies, on the env's device."""
+        tensor = torch.from_numpy(x.copy() if x.dtype == bool else x.astype(np.float32))
+        return tensor if self.device.type == "cpu" else tensor.to(self.device)

@@ -1,0 +1,366 @@
+"""PEARL (Rakelly et al. 2019): off-policy meta-RL with a probabilistic context variable, plus
+the structured latents of Ren et al. (2019) through ``metarl.latents``.
+
+Read top to bottom: networks -> per-task replay buffer -> rollouts -> the PEARL class
+(collection, one fused SAC+encoder gradient step, online-adaptation evaluation).
+
+Speed: the whole meta-batch goes through one forward/backward (tasks are a tensor dimension,
+never a Python loop); the twin Q-networks are one batched matmul ensemble; all losses are summed
+into one backward with gradients routed by ``detach`` so every network only receives the
+gradient PEARL gives it (so one Adam over all parameters equals PEARL's per-network Adams);
+buffers live on the device; collection steps all sampled tasks together through the batched env.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import itertools
+import math
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from metarl.envs.base import Task, TaskFamily
+from metarl.latents import LatentSpace
+from metarl.methods.base import FINAL_STAGE, Method
+
+
+@dataclasses.dataclass
+class Hyperparams:
+    latent: str | list[str] = "gau(5)"   # see LatentSpace.parse, e.g. "dir(2,4)+gau(2)"
+    gumbel_temperature: float = 0.5      # relaxation of categorical latents
+    dirichlet_alpha: float = 0.2         # Dir(alpha, ..., alpha) prior of Dirichlet latents
+    hidden: int = 300                    # actor / critic MLPs: layers x hidden
+    layers: int = 3
+    encoder_hidden: int = 200
+    encoder_layers: int = 3
+    use_next_obs: bool = False           # put s' into the context transitions
+    meta_batch: int = 16                 # tasks per gradient step
+    rl_batch: int = 256                  # transitions per task per gradient step
+    context_batch: int = 256             # context transitions per task per gradient step
+    tasks_per_iteration: int = 5         # train tasks collected from per iteration
+    initial_steps: int = 2000            # per train task, z from the prior, before training
+    prior_steps: int = 400               # per sampled task and iteration, z ~ prior (RL + context)
+    posterior_steps: int = 600           # per sampled task and iteration, z ~ posterior (RL only)
+    grad_steps: int = 2000               # per iteration
+    gamma: float = 0.99
+    tau: float = 0.005
+    lr: float = 3e-4
+    reward_scale: float = 5.0
+    kl_lambda: float = 0.1
+    policy_reg: float = 1e-3             # weight of the mean and log-std penalties (PEARL's code)
+    buffer_size: int = 1_000_000         # per train task
+    eval_trajectories: int = 3           # online adaptation: trajectories per test task ...
+    eval_prior_trajectories: int = 2     # ... of which the first ones use z from the prior
+
+
+# ---------------------------------------------------------------------------------- networks
+
+def mlp(inp: int, out: int, hidden: int, layers: int) -> nn.Sequential:
+    sizes = [inp] + [hidden] * layers
+    body = [m for a, b in itertools.pairwise(sizes) for m in (nn.Linear(a, b), nn.ReLU())]
+    return nn.Sequential(*body, nn.Linear(sizes[-1], out))
+
+
+class EnsembleMLP(nn.Module):
+    """``k`` MLPs with stacked weights evaluated by one batched matmul per layer (twin Q)."""
+
+    def __init__(self, k: int, inp: int, out: int, hidden: int, layers: int):
+        super().__init__()
+        members = [mlp(inp, out, hidden, layers) for _ in range(k)]
+        linears = [[m for m in member if isinstance(m, nn.Linear)] for member in members]
+        self.weights = nn.ParameterList(nn.Parameter(torch.stack([ls[i].weight.T for ls in linears]))
+                                        for i in range(len(linears[0])))
+        self.biases = nn.ParameterList(nn.Parameter(torch.stack([ls[i].bias[None] for ls in linears]))
+                                       for i in range(len(linears[0])))
+
+    def forward(self, x: torch.Tensor, frozen: bool = False) -> torch.Tensor:
+        """``x`` (N, inp) -> (k, N, out); ``frozen`` blocks gradients into the weights only."""
+        h = x.expand(len(self.weights[0]), *x.shape)
+        for i, (w, b) in enumerate(zip(self.weights, self.biases)):
+            w, b = (w.detach(), b.detach()) if frozen else (w, b)
+            h = torch.baddbmm(b, h, w)
+            h = F.relu(h) if i < len(self.weights) - 1 else h
+        return h
+
+
+class TanhGaussianPolicy(nn.Module):
+    def __init__(self, inp: int, act_dim: int, hidden: int, layers: int):
+        super().__init__()
+        self.net = mlp(inp, 2 * act_dim, hidden, layers)
+
+    def forward(self, x: torch.Tensor, deterministic: bool = False):
+        """Action in [-1, 1]^act_dim, its log-probability, pre-tanh mean and log-std."""
+        mean, log_std = self.net(x).chunk(2, -1)
+        log_std = log_std.clamp(-20, 2)
+        if deterministic:
+            return torch.tanh(mean), None, mean, log_std
+        u = mean + log_std.exp() * torch.randn_like(mean)
+        # log N(u) - log|d tanh(u)/du|, with log(1 - tanh(u)^2) written stably
+        log_prob = (-0.5 * ((u - mean) / log_std.exp()) ** 2 - log_std - 0.5 * math.log(2 * math.pi)
+                    - 2 * (math.log(2) - u - F.softplus(-2 * u))).sum(-1)
+        return torch.tanh(u), log_prob, mean, log_std
+
+
+class PEARLModel(nn.Module):
+    """Everything needed to act and adapt: context encoder, policy, twin Q, value and target value."""
+
+    def __init__(self, obs_dim: int, act_dim: int, latent: LatentSpace, hp: Hyperparams):
+        super().__init__()
+        self.latent = latent
+        self.context_dim = obs_dim + act_dim + 1 + (obs_dim if hp.use_next_obs else 0)
+        self.encoder = mlp(self.context_dim, latent.param_dim, hp.encoder_hidden, hp.encoder_layers)
+        self.policy = TanhGaussianPolicy(obs_dim + latent.dim, act_dim, hp.hidden, hp.layers)
+        self.q = EnsembleMLP(2, obs_dim + act_dim + latent.dim, 1, hp.hidden, hp.layers)
+        self.v = mlp(obs_dim + latent.dim, 1, hp.hidden, hp.layers)
+        self.v_target = copy.deepcopy(self.v).requires_grad_(False)
+
+    def factors(self, context: torch.Tensor) -> torch.Tensor:
+        """Context transitions ``(T, N, context_dim)`` -> one latent factor per transition."""
+        return self.latent.factors(self.encoder(context))
+
+    def posterior(self, context: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.latent.posterior(self.factors(context), mask)
+
+
+# ---------------------------------------------------------------------------- replay buffer
+
+class TaskReplay:
+    """Transitions of every train task in one tensor ``(tasks, capacity, width)``, a ring per task.
+
+    The *context window* of a task is its most recent prior-z collection (PEARL clears a task's
+    encoder buffer before collecting for it); it is a slice of the same storage, so context costs
+    no extra memory. Capacity grows by doubling up to ``max_size``.
+    """
+
+    def __init__(self, num_tasks: int, width: int, max_size: int, device: torch.device):
+        self.max_size = max_size
+        self.data = torch.zeros(num_tasks, min(1024, max_size), width, device=device)
+        self.size = torch.zeros(num_tasks, dtype=torch.long, device=device)
+        self.ptr = torch.zeros(num_tasks, dtype=torch.long, device=device)  # total ever written
+        self.ctx_start = torch.zeros(num_tasks, dtype=torch.long, device=device)
+        self.ctx_len = torch.zeros(num_tasks, dtype=torch.long, device=device)
+
+    def add(self, tasks: torch.Tensor, rows: torch.Tensor, valid: torch.Tensor, context: bool) -> None:
+        """Append ``rows`` (E, L, width) where ``valid`` (E, L) for the distinct ``tasks`` (E,)."""
+        count = valid.sum(1)
+        needed = int((self.ptr[tasks] + count).max())
+        capacity = self.data.shape[1]
+        if needed > capacity and capacity < self.max_size:
+            new_cap = min(self.max_size, max(needed, 2 * capacity))
+            grown = self.data.new_zeros(self.data.shape[0], new_cap, self.data.shape[2])
+            grown[:, :capacity] = self.data  # nothing has wrapped yet below max_size
+            self.data, capacity = grown, new_cap
+        offsets = self.ptr[tasks, None] + valid.long().cumsum(1) - 1
+        task_idx = tasks[:, None].expand_as(valid)
+        self.data[task_idx[valid], offsets[valid] % capacity] = rows[valid]
+        if context:
+            self.ctx_start[tasks] = self.ptr[tasks] % capacity
+            self.ctx_len[tasks] = count.clamp(max=capacity)
+        self.ptr[tasks] += count
+        self.size[tasks] = self.ptr[tasks].clamp(max=capacity)
+
+    def sample(self, tasks: torch.Tensor, n: int) -> torch.Tensor:
+        """``n`` transitions per task, uniformly from everything stored: (T, n, width)."""
+        idx = (torch.rand(len(tasks), n, device=self.data.device) * self.size[tasks, None]).long()
+        return self.data[tasks[:, None], idx]
+
+    def sample_context(self, tasks: torch.Tensor, n: int) -> torch.Tensor:
+        """``n`` transitions per task from its context window: (T, n, width)."""
+        offset = (torch.rand(len(tasks), n, device=self.data.device) * self.ctx_len[tasks, None]).long()
+        return self.data[tasks[:, None], (self.ctx_start[tasks, None] + offset) % self.data.shape[1]]
+
+    def state_dict(self) -> dict:
+        return {k: getattr(self, k) for k in ("data", "size", "ptr", "ctx_start", "ctx_len")}
+
+    def load_state_dict(self, state: dict) -> None:
+        for key, value in state.items():
+            setattr(self, key, value.to(self.data.device))
+
+
+# -------------------------------------------------------------------------------- the method
+
+class PEARL(Method):
+    Hyperparams = Hyperparams
+
+    def __init__(self, family: TaskFamily, tasks: dict[str, list[Task]], hparams: Hyperparams,
+                 train_split: str, device: torch.device):
+        super().__init__(family, tasks, hparams, train_split, device)
+        hp = self.hp
+        self.train_tasks = tasks[train_split]
+        self.obs_dim, self.act_dim = family.obs_dim, family.act_dim
+        space = family.make_gym(self.train_tasks[0]).action_space  # policy acts in [-1, 1]
+        self.act_low = torch.as_tensor(space.low, dtype=torch.float32, device=device)
+        self.act_high = torch.as_tensor(space.high, dtype=torch.float32, device=device)
+        latent = LatentSpace.parse(hp.latent, hp.gumbel_temperature, hp.dirichlet_alpha)
+        self.model = PEARLModel(self.obs_dim, self.act_dim, latent, hp).to(device)
+        self.latent = latent
+        self.optimizer = torch.optim.Adam(
+            [p for p in self.model.parameters() if p.requires_grad], lr=hp.lr, fused=True)
+        # row layout: obs | action | reward (dense, for the critic) | context reward | next obs | terminated
+        o, a = self.obs_dim, self.act_dim
+        self.cols = {"obs": slice(0, o), "act": slice(o, o + a), "rew": slice(o + a, o + a + 1),
+                     "ctx_rew": slice(o + a + 1, o + a + 2), "next_obs": slice(o + a + 2, 2 * o + a + 2),
+                     "term": slice(2 * o + a + 2, 2 * o + a + 3)}
+        self.buffer = TaskReplay(len(self.train_tasks), 2 * o + a + 3, hp.buffer_size, device)
+        self._envs: dict[int, object] = {}
+        self.initialised = False
+
+    # ------------------------------------------------------------------------ helpers
+
+    def _env(self, tasks: list[Task]):
+        """Batched env for these tasks (cached by size: MuJoCo envs are not free to build)."""
+        env = self._envs.get(len(tasks))
+        if env is None:
+            env = self._envs[len(tasks)] = self.family.make_batched(len(tasks), self.device)
+        env.set_tasks(tasks)
+        return env
+
+    def context_of(self, rows: torch.Tensor) -> torch.Tensor:
+        """Buffer rows -> encoder inputs (s, a, context reward[, s'])."""
+        c = self.cols
+        parts = [rows[..., c["obs"]], rows[..., c["act"]], rows[..., c["ctx_rew"]]]
+        if self.hp.use_next_obs:
+            parts.append(rows[..., c["next_obs"]])
+        return torch.cat(parts, -1)
+
+    @torch.no_grad()
+    def rollout(self, env, z: torch.Tensor, deterministic: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One trajectory per env with fixed z (E, dim). Returns buffer rows (E, H, width),
+        validity (E, H) (False after the episode ended) and the visited observations (E, H+1, obs)."""
+        obs = env.reset()
+        rows, valid, path = [], [], [obs]
+        ended = torch.zeros(env.num_envs, dtype=torch.bool, device=self.device)
+        for _ in range(env.horizon):
+            action = self.model.policy(torch.cat([obs, z], -1), deterministic)[0]
+            env_action = self.act_low + (action + 1) * 0.5 * (self.act_high - self.act_low)
+            next_obs, reward, terminated, truncated, info = env.step(env_action)
+            ctx_reward = info.get("sparse_reward", reward)
+            rows.append(torch.cat([obs, action, reward[:, None], ctx_reward[:, None], next_obs,
+                                   terminated[:, None].float()], -1))
+            valid.append(~ended)
+            ended = ended | terminated | truncated
+            obs = next_obs
+            path.append(obs)
+        return torch.stack(rows, 1), torch.stack(valid, 1), torch.stack(path, 1)
+
+    def collect(self, task_ids: torch.Tensor, steps: int, posterior: bool, context: bool) -> float:
+        """Roll out ``ceil(steps / horizon)`` trajectories on each of ``task_ids`` together, z
+        resampled per trajectory from the prior or from the posterior over the task's context
+        window; store them. Returns the mean (context-reward) return."""
+        env = self._env([self.train_tasks[i] for i in task_ids.tolist()])
+        rows, valid = [], []
+        for _ in range(math.ceil(steps / env.horizon)):
+            with torch.no_grad():
+                post = (self.model.posterior(self.context_of(self.buffer.sample_context(task_ids, self.hp.context_batch)))
+                        if posterior else self.latent.prior(len(task_ids), self.device))
+                z = self.latent.sample(post)
+            r, v, _ = self.rollout(env, z, deterministic=False)
+            rows.append(r)
+            valid.append(v)
+        rows, valid = torch.cat(rows, 1), torch.cat(valid, 1)
+        self.buffer.add(task_ids, rows, valid, context)
+        self.env_steps += int(valid.sum())
+        returns = (rows[..., self.cols["ctx_rew"]].squeeze(-1) * valid).sum(1) / math.ceil(steps / env.horizon)
+        return float(returns.mean())
+
+    # ------------------------------------------------------------------------ training
+
+    def update(self) -> dict[str, torch.Tensor]:
+        """One gradient step on a meta-batch: SAC (twin Q, V, target V) on [s, z] + encoder."""
+        hp, c, model = self.hp, self.cols, self.model
+        tasks = torch.randint(len(self.train_tasks), (hp.meta_batch,), device=self.device)
+        batch = self.buffer.sample(tasks, hp.rl_batch).flatten(0, 1)
+        context = self.context_of(self.buffer.sample_context(tasks, hp.context_batch))
+
+        post = model.posterior(context)
+        z = self.latent.sample(post).repeat_interleave(hp.rl_batch, 0)   # (T*B, dim)
+        z_detached = z.detach()
+        obs, act, next_obs = batch[:, c["obs"]], batch[:, c["act"]], batch[:, c["next_obs"]]
+        reward, term = batch[:, c["rew"]].squeeze(-1), batch[:, c["term"]].squeeze(-1)
+
+        # critic: Bellman error trains Q and, through z, the encoder
+        q = model.q(torch.cat([obs, act, z], -1)).squeeze(-1)             # (2, N)
+        with torch.no_grad():
+            v_next = model.v_target(torch.cat([next_obs, z_detached], -1)).squeeze(-1)
+            q_target = hp.reward_scale * reward + (1 - term) * hp.gamma * v_next
+        q_loss = ((q - q_target) ** 2).mean(1).sum()
+        kl = self.latent.kl(post).sum()  # summed over tasks, as PEARL
+
+        # actor and value on detached z; Q weights frozen so the actor loss only moves the actor
+        s_z = torch.cat([obs, z_detached], -1)
+        action, log_pi, mean, log_std = model.policy(s_z)
+        q_new = model.q(torch.cat([obs, action, z_detached], -1), frozen=True).squeeze(-1).min(0).values
+        v = model.v(s_z).squeeze(-1)
+        v_loss = ((v - (q_new - log_pi).detach()) ** 2).mean()
+        pi_loss = (log_pi - q_new).mean() + hp.policy_reg * ((mean ** 2).mean() + (log_std ** 2).mean())
+
+        self.optimizer.zero_grad(set_to_none=True)
+        (q_loss + hp.kl_lambda * kl + v_loss + pi_loss).backward()
+        self.optimizer.step()
+        with torch.no_grad():
+            torch._foreach_lerp_(list(model.v_target.parameters()), list(model.v.parameters()), hp.tau)
+        return {"q_loss": q_loss.detach(), "v_loss": v_loss.detach(), "pi_loss": pi_loss.detach(),
+                "kl": kl.detach() / hp.meta_batch}
+
+    def train_iteration(self) -> dict[str, float]:
+        hp = self.hp
+        metrics = {}
+        if not self.initialised:
+            self.collect(torch.arange(len(self.train_tasks), device=self.device), hp.initial_steps,
+                         posterior=False, context=True)
+            self.initialised = True
+        tasks = torch.randperm(len(self.train_tasks), device=self.device)[:hp.tasks_per_iteration]
+        metrics["return_prior"] = self.collect(tasks, hp.prior_steps, posterior=False, context=True)
+        if hp.posterior_steps > 0:
+            metrics["return"] = self.collect(tasks, hp.posterior_steps, posterior=True, context=False)
+        sums: dict[str, torch.Tensor] = {}
+        for _ in range(hp.grad_steps):
+            for key, value in self.update().items():
+                sums[key] = sums.get(key, 0) + value
+        metrics.update({key: float(value) / hp.grad_steps for key, value in sums.items()})
+        return metrics
+
+    # ------------------------------------------------------------------------ evaluation
+
+    @torch.no_grad()
+    def adapt(self, tasks: list[Task], trajectories: int | None = None,
+              prior_trajectories: int | None = None) -> dict[str, torch.Tensor]:
+        """Online adaptation on all ``tasks`` at once: the first ``prior_trajectories`` with z from
+        the prior, each later one with z from the posterior over all transitions gathered so far;
+        deterministic actions. Returns per-trajectory ``returns`` (T, K) of the evaluation reward
+        (sparse where the family has one) and the visited ``observations`` (T, K, H+1, obs)."""
+        trajectories = trajectories or self.hp.eval_trajectories
+        prior_trajectories = self.hp.eval_prior_trajectories if prior_trajectories is None else prior_trajectories
+        env = self._env(tasks)
+        factors, masks, returns, paths = [], [], [], []
+        for k in range(trajectories):
+            post = (self.latent.prior(len(tasks), self.device) if k < prior_trajectories
+                    else self.latent.posterior(torch.cat(factors, 1), torch.cat(masks, 1)))
+            rows, valid, path = self.rollout(env, self.latent.sample(post), deterministic=True)
+            factors.append(self.model.factors(self.context_of(rows)))
+            masks.append(valid.float())
+            returns.append((rows[..., self.cols["ctx_rew"]].squeeze(-1) * valid).sum(1))
+            paths.append(path)
+        return {"returns": torch.stack(returns, 1).cpu(), "observations": torch.stack(paths, 1).cpu()}
+
+    def evaluate(self, tasks: list[Task]) -> pd.DataFrame:
+        returns = self.adapt(tasks)["returns"]
+        rows = [{"task": t, "stage": f"traj_{k + 1}", "return": float(returns[t, k])}
+                for t in range(len(tasks)) for k in range(returns.shape[1])]
+        rows += [{"task": t, "stage": FINAL_STAGE, "return": float(returns[t, -1])} for t in range(len(tasks))]
+        return pd.DataFrame(rows)
+
+    # ------------------------------------------------------------------------ checkpointing
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "optimizer": self.optimizer.state_dict(),
+                "buffer": self.buffer.state_dict(), "initialised": self.initialised}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.buffer.load_state_dict(state["buffer"])
+        self.initialised = state["initialised"]

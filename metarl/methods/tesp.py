@@ -1,0 +1,382 @@
+"""TESP: meta-RL with Task Embedding and Shared Policy (Lan et al., IJCAI 2019), and the
+gradient-based baselines and ablations of its paper, as one algorithm switched by hyper-parameters:
+
+    method     embedding    adapt_context  adapt_policy  learn_alpha  other
+    TESP       encoder      yes            no            yes
+    MAML       none         -              yes           no           alpha_init = the fixed fast lr
+    Meta-SGD   none         -              yes           yes
+    AdaptSV    task_vector  yes            no            yes
+    V1..V5     TESP with: V1 keep_best=False, V2 adapt_policy=True, V3 eta=0,
+               V4 adapt_context=False (alpha = 0: one shared encoder), V5 learn_alpha=False
+
+Adaptation to a task (all tasks of a batch run together: per-task parameters are stacked along a
+leading task dimension and every network is evaluated with batched matmuls):
+  0. encoder only: warm-up episodes sampled with h = 0 fill the episode buffer;
+  1. for k = 0..K: h_k = mean over the buffered episodes of Enc_{theta_k}(episode) (GRU over
+     (s, a, r) + linear layer), or the task vector v_k; sample episodes D_k from pi(a | s, h_k);
+     if k < K: theta_{k+1} = theta_k - alpha * grad L_PG(D_k) (vanilla policy gradient, linear
+     feature baseline, GAE) and the buffer keeps the best M episodes of itself and D_k.
+Meta-update: PPO on D_K for the initial fast parameters theta, their learning rates alpha and the
+shared policy, plus eta * ||h_K||^2.
+
+The meta-gradient is FIRST ORDER: the fast-update gradients g_k are treated as constants, so
+theta_K = theta - alpha * sum_k g_k, which passes the PPO gradient to theta unchanged and to alpha
+as -sum_k g_k times it, without second derivatives through the g_k.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+
+import pandas as pd
+import torch
+from torch import Tensor, nn
+
+from metarl.envs.base import BatchedEnv, Task, TaskFamily
+from metarl.methods.base import FINAL_STAGE, Method
+from metarl.nets import mlp
+
+EMBEDDINGS = ("encoder", "task_vector", "none")
+
+
+@dataclass
+class Hyperparams:
+    embedding: str = "encoder"    # encoder (TESP) | task_vector (AdaptSV) | none (MAML, Meta-SGD)
+    adapt_context: bool = True    # fast-update the encoder / task vector; False is V4 (alpha = 0)
+    adapt_policy: bool = False    # fast-update the policy too (MAML, Meta-SGD, V2)
+    learn_alpha: bool = True      # per-parameter learned fast learning rates (False: MAML, V5)
+    alpha_init: float = 1e-3
+    alpha_clip: float = 0.1       # learned rates stay in [-alpha_clip, alpha_clip]
+    fast_updates: int = 3         # K
+    buffer_size: int = 16         # M
+    keep_best: bool = True        # False: the buffer holds all episodes (V1)
+    eta: float = 0.005            # weight of ||h||^2 in the meta-objective
+    policy_hidden: list[int] = field(default_factory=lambda: [256, 256])
+    gru_size: int = 256
+    embedding_dim: int = 8
+    init_log_std: float = 0.0
+    meta_batch: int = 20          # tasks per meta-update
+    episodes_per_task: int = 25   # per sampling round
+    eval_episodes: int = 25       # per sampling round in evaluate()
+    eval_batch: int = 100         # tasks adapted together in evaluate()
+    gamma: float = 0.99
+    gae_lambda: float = 0.97
+    ppo_clip: float = 0.15
+    ppo_epochs: int = 20
+    ppo_minibatches: int = 1      # minibatches of tasks per PPO epoch
+    lr: float = 3e-4
+
+    def __post_init__(self):
+        if self.embedding not in EMBEDDINGS:
+            raise ValueError(f"embedding must be one of {EMBEDDINGS}, got {self.embedding!r}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Episodes: (tasks T, episodes E, steps L, ...) tensors; steps after an episode ended are invalid.
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class Episodes:
+    obs: Tensor      # (T, E, L, obs_dim)
+    actions: Tensor  # (T, E, L, act_dim)
+    rewards: Tensor  # (T, E, L), 0 on invalid steps
+    logp: Tensor     # (T, E, L) log-probability under the sampling policy
+    valid: Tensor    # (T, E, L) bool
+
+    @property
+    def returns(self) -> Tensor:
+        return self.rewards.sum(-1)
+
+    def index(self, tasks, episodes=slice(None)) -> Episodes:
+        return Episodes(*(getattr(self, f.name)[tasks, episodes] for f in dataclasses.fields(self)))
+
+    def cat(self, other: Episodes) -> Episodes:
+        return Episodes(*(torch.cat([getattr(self, f.name), getattr(other, f.name)], dim=1)
+                          for f in dataclasses.fields(self)))
+
+
+def update_buffer(buffer: Episodes | None, new: Episodes, size: int, keep_best: bool) -> Episodes:
+    """The episode buffer: the best ``size`` episodes by return of the old buffer and the new ones
+    (all of them when not ``keep_best``)."""
+    merged = new if buffer is None else buffer.cat(new)
+    if not keep_best or merged.returns.shape[1] <= size:
+        return merged
+    best = merged.returns.topk(size, dim=1).indices
+    return merged.index(torch.arange(best.shape[0], device=best.device)[:, None], best)
+
+
+def advantages(ep: Episodes, gamma: float, lam: float) -> Tensor:
+    """GAE over a linear-feature baseline (rllab's: obs, obs^2, t, t^2, t^3, 1) fitted per task
+    on the same episodes, normalised per task. Episode ends (termination or horizon) are
+    terminal, as in rllab."""
+    T, E, L = ep.rewards.shape
+    mask = ep.valid.float()
+    returns = torch.zeros_like(ep.rewards)
+    running = torch.zeros(T, E, device=mask.device)
+    for t in reversed(range(L)):
+        running = ep.rewards[:, :, t] + gamma * running  # rewards are 0 after an episode ends
+        returns[:, :, t] = running
+    obs = ep.obs.clamp(-10, 10)
+    time = (torch.arange(L, device=mask.device, dtype=obs.dtype) / 100).expand(T, E, L).unsqueeze(-1)
+    feats = torch.cat([obs, obs ** 2, time, time ** 2, time ** 3, torch.ones_like(time)], -1)
+    x = (feats * mask.unsqueeze(-1)).reshape(T, E * L, -1).double()
+    y = (returns * mask).reshape(T, E * L, 1).double()
+    eye = torch.eye(x.shape[-1], dtype=x.dtype, device=x.device)
+    weights = torch.linalg.solve(x.mT @ x + 1e-5 * eye, x.mT @ y)
+    values = ((x @ weights).reshape(T, E, L) * mask).float()
+
+    adv = torch.zeros_like(ep.rewards)
+    running = torch.zeros(T, E, device=mask.device)
+    for t in reversed(range(L)):
+        next_value = values[:, :, t + 1] if t + 1 < L else torch.zeros_like(running)
+        delta = ep.rewards[:, :, t] + gamma * next_value - values[:, :, t]
+        running = (delta + gamma * lam * running) * mask[:, :, t]
+        adv[:, :, t] = running
+    count = mask.sum((1, 2), keepdim=True)
+    mean = adv.sum((1, 2), keepdim=True) / count
+    std = (((adv - mean) * mask) ** 2).sum((1, 2), keepdim=True).div(count).sqrt()
+    return (adv - mean) / (std + 1e-8) * mask
+
+
+# ---------------------------------------------------------------------------------------------
+# Networks, evaluated functionally so that any parameter can carry a leading task dimension.
+# ---------------------------------------------------------------------------------------------
+def linear(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+    """``x (T, N, in)`` through a weight shared by all tasks ``(out, in)`` or per task ``(T, out, in)``."""
+    return x @ weight.mT + bias.unsqueeze(-2)
+
+
+def gaussian_log_prob(action: Tensor, mean: Tensor, log_std: Tensor) -> Tensor:
+    z = (action - mean) * torch.exp(-log_std)
+    return (-0.5 * z ** 2 - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+
+
+class TESPModel(nn.Module):
+    """Task encoder (GRU cell + linear) or task vector, shared Gaussian tanh-MLP policy on
+    [s, h], and the fast learning rates ``alphas`` (one tensor per fast parameter)."""
+
+    def __init__(self, obs_dim: int, act_dim: int, hp: Hyperparams):
+        super().__init__()
+        self.embedding = hp.embedding
+        context_dim = 0 if hp.embedding == "none" else hp.embedding_dim
+        if hp.embedding == "encoder":
+            self.encoder = nn.ModuleDict({"gru": nn.GRUCell(obs_dim + act_dim + 1, hp.gru_size),
+                                          "out": nn.Linear(hp.gru_size, hp.embedding_dim)})
+        elif hp.embedding == "task_vector":
+            self.task_vector = nn.Parameter(torch.zeros(hp.embedding_dim))
+        self.policy = mlp(obs_dim + context_dim, hp.policy_hidden, act_dim)
+        self.log_std = nn.Parameter(torch.full((act_dim,), hp.init_log_std))
+
+        context_names = [n for n, _ in self.named_parameters() if n.startswith(("encoder.", "task_vector"))]
+        policy_names = [n for n, _ in self.named_parameters() if n.startswith(("policy.", "log_std"))]
+        #: parameters fast-updated per task, in the order of ``alphas``
+        self.fast_names = context_names * hp.adapt_context + policy_names * hp.adapt_policy
+        params = dict(self.named_parameters())
+        self.alphas = nn.ParameterList(
+            nn.Parameter(torch.full_like(params[n], hp.alpha_init), requires_grad=hp.learn_alpha)
+            for n in self.fast_names)
+
+    def params(self) -> dict[str, Tensor]:
+        """The network parameters by name (without the learning rates)."""
+        return {n: p for n, p in self.named_parameters() if not n.startswith("alphas.")}
+
+    def alpha(self) -> dict[str, Tensor]:
+        return dict(zip(self.fast_names, self.alphas))
+
+    def context(self, p: dict[str, Tensor], buffer: Episodes | None, num_tasks: int) -> Tensor | None:
+        """The task embedding h ``(T, d)``: mean encoding of the buffered episodes (zero while
+        the buffer is empty), or the task vector; None without an embedding."""
+        if self.embedding == "task_vector":
+            return p["task_vector"].expand(num_tasks, -1)
+        if self.embedding == "none":
+            return None
+        if buffer is None:
+            return p["encoder.out.bias"].new_zeros(num_tasks, p["encoder.out.bias"].shape[-1])
+        return self.encode(p, buffer).mean(1)
+
+    def encode(self, p: dict[str, Tensor], ep: Episodes) -> Tensor:
+        """GRU over each episode's (s, a, r); the hidden state at its last valid step goes
+        through the output layer. Returns ``(T, E, d)``."""
+        T, E = ep.rewards.shape[:2]
+        steps = int(ep.valid.sum(-1).max())  # no episode is longer; skip the padding
+        x = torch.cat([ep.obs, ep.actions, ep.rewards.unsqueeze(-1)], -1)[:, :, :steps]
+        gates_x = linear(x.reshape(T, E * steps, -1), p["encoder.gru.weight_ih"], p["encoder.gru.bias_ih"])
+        gates_x = gates_x.reshape(T, E, steps, -1)
+        hidden = x.new_zeros(T, E, p["encoder.gru.weight_hh"].shape[-1])
+        # unbind, not gates_x[:, :, t]: each slice's backward would add a full-size zero tensor
+        for gates_t, valid_t in zip(gates_x.unbind(2), ep.valid[:, :, :steps].unbind(2)):
+            r_x, z_x, n_x = gates_t.chunk(3, -1)  # torch.nn.GRUCell's equations, per-task weights
+            r_h, z_h, n_h = linear(hidden, p["encoder.gru.weight_hh"], p["encoder.gru.bias_hh"]).chunk(3, -1)
+            r, z = torch.sigmoid(r_x + r_h), torch.sigmoid(z_x + z_h)
+            new = (1 - z) * torch.tanh(n_x + r * n_h) + z * hidden
+            hidden = torch.where(valid_t.unsqueeze(-1), new, hidden)
+        return linear(hidden, p["encoder.out.weight"], p["encoder.out.bias"])
+
+    def policy_dist(self, p: dict[str, Tensor], obs: Tensor, h: Tensor | None) -> tuple[Tensor, Tensor]:
+        """Mean and log-std of pi(a | s, h) for ``obs (T, N, obs_dim)``."""
+        x = obs if h is None else torch.cat([obs, h.unsqueeze(1).expand(-1, obs.shape[1], -1)], -1)
+        for i, layer in enumerate(self.policy):
+            x = linear(x, p[f"policy.{i}.weight"], p[f"policy.{i}.bias"]) if isinstance(layer, nn.Linear) else layer(x)
+        log_std = p["log_std"]
+        return x, log_std.unsqueeze(-2) if log_std.dim() == 2 else log_std
+
+
+@dataclass
+class Adaptation:
+    """What the meta-update needs from the adaptation of a batch of tasks."""
+    fast: dict[str, Tensor]      # the adapted fast parameters theta_K, (T, ...)
+    grad_sum: dict[str, Tensor]  # sum of the K fast-update gradients per fast parameter, (T, ...)
+    buffer: Episodes | None      # the buffer h_K was computed from
+    episodes: Episodes           # D_K, sampled after K fast updates
+    returns: list[Tensor]        # mean return per task after k = 0..K fast updates
+    env_steps: int               # steps sampled, warm-up included
+
+
+class TESP(Method):
+    Hyperparams = Hyperparams
+
+    def __init__(self, family: TaskFamily, tasks: dict[str, list[Task]], hparams: Hyperparams,
+                 train_split: str, device: torch.device):
+        super().__init__(family, tasks, hparams, train_split, device)
+        if hparams.meta_batch > len(tasks[train_split]):
+            raise ValueError(f"meta_batch {hparams.meta_batch} exceeds the {len(tasks[train_split])} training tasks")
+        self.model = TESPModel(family.obs_dim, family.act_dim, hparams).to(device)
+        self.optimizer = torch.optim.Adam([p for p in self.model.parameters() if p.requires_grad], lr=hparams.lr)
+        self._envs: dict[int, BatchedEnv] = {}
+
+    # -- sampling -------------------------------------------------------------------------------
+    def _env(self, tasks: list[Task], episodes_per_task: int) -> BatchedEnv:
+        num_envs = len(tasks) * episodes_per_task
+        if num_envs not in self._envs:
+            self._envs[num_envs] = self.family.make_batched(num_envs, self.device)
+        env = self._envs[num_envs]
+        env.set_tasks([task for task in tasks for _ in range(episodes_per_task)])  # task-major
+        return env
+
+    def rollout(self, env: BatchedEnv, p: dict[str, Tensor], h: Tensor | None, num_tasks: int) -> Episodes:
+        """One episode in each of the env's T * E environments, all stepped together."""
+        E, L = env.num_envs // num_tasks, env.horizon
+        # initial states seeded from torch's generator, which checkpoints save: resume == uninterrupted
+        obs = env.reset(seed=int(torch.randint(2**31 - 1, ())))
+        ep = Episodes(obs=obs.new_zeros(num_tasks, E, L, obs.shape[-1]),
+                      actions=obs.new_zeros(num_tasks, E, L, env.act_dim),
+                      rewards=obs.new_zeros(num_tasks, E, L), logp=obs.new_zeros(num_tasks, E, L),
+                      valid=torch.zeros(num_tasks, E, L, dtype=torch.bool, device=obs.device))
+        alive = torch.ones(num_tasks, E, dtype=torch.bool, device=obs.device)
+        for t in range(L):
+            obs = obs.reshape(num_tasks, E, -1)
+            mean, log_std = self.model.policy_dist(p, obs, h)
+            action = mean + log_std.exp() * torch.randn_like(mean)
+            next_obs, reward, terminated, truncated, _ = env.step(action.reshape(env.num_envs, -1))
+            ep.obs[:, :, t], ep.actions[:, :, t], ep.valid[:, :, t] = obs, action, alive
+            ep.rewards[:, :, t] = reward.reshape(num_tasks, E) * alive
+            ep.logp[:, :, t] = gaussian_log_prob(action, mean, log_std)
+            alive = alive & ~(terminated | truncated).reshape(num_tasks, E)
+            obs = next_obs
+            if not alive.any():
+                break
+        return ep
+
+    # -- adaptation (inner loop) ----------------------------------------------------------------
+    def pg_loss(self, p: dict[str, Tensor], h: Tensor | None, ep: Episodes, adv: Tensor) -> Tensor:
+        """Vanilla policy-gradient loss per task ``(T,)``."""
+        T, E, L = ep.rewards.shape
+        mean, log_std = self.model.policy_dist(p, ep.obs.reshape(T, E * L, -1), h)
+        logp = gaussian_log_prob(ep.actions.reshape(T, E * L, -1), mean, log_std).reshape(T, E, L)
+        return -(logp * adv).sum((1, 2)) / ep.valid.sum((1, 2))
+
+    def fast_step(self, shared: dict[str, Tensor], fast: dict[str, Tensor], buffer: Episodes | None,
+                  ep: Episodes) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        """One fast update of every task at once: theta - alpha * grad L_PG(ep), where the tasks'
+        losses are summed so one backward pass yields each task's own gradient. Returns the
+        updated fast parameters and the gradients."""
+        p = {**shared, **{n: v.detach().requires_grad_() for n, v in fast.items()}}
+        with torch.enable_grad():
+            h = self.model.context(p, buffer, ep.rewards.shape[0])
+            loss = self.pg_loss(p, h, ep, advantages(ep, self.hp.gamma, self.hp.gae_lambda)).sum()
+            grads = dict(zip(fast, torch.autograd.grad(loss, [p[n] for n in fast])))
+        alpha = self.model.alpha()
+        return {n: fast[n] - alpha[n].detach() * grads[n] for n in fast}, grads
+
+    @torch.no_grad()
+    def adapt(self, tasks: list[Task], episodes_per_task: int) -> Adaptation:
+        """Warm-up, then K fast updates for every task at once (see the module docstring)."""
+        hp, model, T = self.hp, self.model, len(tasks)
+        env = self._env(tasks, episodes_per_task)
+        shared = {n: p.detach() for n, p in model.params().items()}
+        fast = {n: shared[n].expand(T, *shared[n].shape).clone() for n in model.fast_names}
+        grad_sum = {n: torch.zeros_like(v) for n, v in fast.items()}
+        buffer, returns, steps = None, [], 0
+        if hp.embedding == "encoder":
+            warmup = self.rollout(env, {**shared, **fast}, model.context(shared, None, T), T)
+            buffer, steps = update_buffer(None, warmup, hp.buffer_size, hp.keep_best), int(warmup.valid.sum())
+        for k in range(hp.fast_updates + 1):
+            p = {**shared, **fast}
+            ep = self.rollout(env, p, model.context(p, buffer, T), T)
+            steps += int(ep.valid.sum())
+            returns.append(ep.returns.mean(1))
+            if k == hp.fast_updates:
+                break
+            if fast:
+                fast, grads = self.fast_step(shared, fast, buffer, ep)
+                grad_sum = {n: grad_sum[n] + grads[n] for n in fast}
+            if buffer is not None:
+                buffer = update_buffer(buffer, ep, hp.buffer_size, hp.keep_best)
+        return Adaptation(fast=fast, grad_sum=grad_sum, buffer=buffer, episodes=ep, returns=returns, env_steps=steps)
+
+    # -- meta-update (outer loop) ---------------------------------------------------------------
+    def meta_loss(self, ad: Adaptation, adv: Tensor, idx: Tensor) -> tuple[Tensor, Tensor]:
+        """PPO-clip surrogate on D_K of tasks ``idx`` + eta * ||h_K||^2, as a function of the
+        initial parameters, the learning rates and the shared policy (first order)."""
+        p, alpha = self.model.params(), self.model.alpha()
+        for n in self.model.fast_names:
+            p[n] = p[n].unsqueeze(0) - alpha[n].unsqueeze(0) * ad.grad_sum[n][idx]
+        ep = ad.episodes.index(idx)
+        T, E, L = ep.rewards.shape
+        h = self.model.context(p, None if ad.buffer is None else ad.buffer.index(idx), T)
+        mean, log_std = self.model.policy_dist(p, ep.obs.reshape(T, E * L, -1), h)
+        logp = gaussian_log_prob(ep.actions.reshape(T, E * L, -1), mean, log_std).reshape(T, E, L)
+        ratio = torch.exp(logp - ep.logp)
+        surrogate = torch.min(ratio * adv[idx], ratio.clamp(1 - self.hp.ppo_clip, 1 + self.hp.ppo_clip) * adv[idx])
+        loss = -((surrogate * ep.valid).sum((1, 2)) / ep.valid.sum((1, 2))).mean()
+        h_norm = loss.new_zeros(()) if h is None else h.pow(2).sum(-1).mean()
+        return loss + self.hp.eta * h_norm, h_norm
+
+    def train_iteration(self) -> dict[str, float]:
+        hp, train = self.hp, self.tasks[self.train_split]
+        batch = [train[i] for i in torch.randperm(len(train))[:hp.meta_batch].tolist()]
+        ad = self.adapt(batch, hp.episodes_per_task)
+        self.env_steps += ad.env_steps
+        adv = advantages(ad.episodes, hp.gamma, hp.gae_lambda)
+        for _ in range(hp.ppo_epochs):
+            for idx in torch.randperm(len(batch), device=self.device).chunk(hp.ppo_minibatches):
+                loss, h_norm = self.meta_loss(ad, adv, idx)
+                self.optimizer.zero_grad()
+                loss.backward()
+                self.optimizer.step()
+                with torch.no_grad():  # the paper clips the learned learning rates
+                    for a in self.model.alphas:
+                        a.clamp_(-hp.alpha_clip, hp.alpha_clip)
+        metrics = {f"return_update_{k}": r.mean().item() for k, r in enumerate(ad.returns)}
+        metrics.update({"return": ad.returns[-1].mean().item(), "meta_loss": loss.item(), "h_norm": h_norm.item()})
+        if self.model.fast_names:
+            metrics["alpha_abs_mean"] = torch.cat([a.abs().flatten() for a in self.model.alphas]).mean().item()
+        return metrics
+
+    def evaluate(self, tasks: list[Task]) -> pd.DataFrame:
+        rows = []
+        for start in range(0, len(tasks), self.hp.eval_batch):
+            ad = self.adapt(tasks[start:start + self.hp.eval_batch], self.hp.eval_episodes)
+            for k, returns in enumerate(ad.returns):
+                for i, value in enumerate(returns.tolist()):
+                    rows.append({"task": start + i, "stage": f"update_{k}", "return": value})
+                    if k == self.hp.fast_updates:
+                        rows.append({"task": start + i, "stage": FINAL_STAGE, "return": value})
+        return pd.DataFrame(rows)
+
+    def state_dict(self):
+        return {**super().state_dict(), "optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state):
+        super().load_state_dict(state)
+        self.optimizer.load_state_dict(state["optimizer"])

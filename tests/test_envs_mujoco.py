@@ -1,0 +1,326 @@
+"""The ten MuJoCo task families: rewards on hand-built states, terminations, task sets,
+gymnasium conformance, batched == gymnasium form, Walker-Params model restoration."""
+from __future__ import annotations
+
+import json
+
+import gymnasium as gym
+import mujoco
+import numpy as np
+import pytest
+import torch
+from gymnasium.utils.env_checker import check_env
+
+from metarl.envs import get_family
+from metarl.envs.reaching import IN_DISTRIBUTION, MIN_SPACING, OUT_OF_DISTRIBUTION
+
+LOCOMOTION = ["cheetah_vel", "cheetah_dir", "ant_fwd_back", "ant_goal", "humanoid_dir", "walker_params"]
+REACHING = ["wheeled", "small_ant", "reacher_2link", "reacher_4link"]
+FAMILIES = LOCOMOTION + REACHING
+
+
+def step_from(env, task, qpos=None, qvel=None, action=None):
+    """Reset ``env`` (unwrapped) to ``task``, overwrite its state, take one step; return the
+    step's reward and termination and copies of qpos and xipos before and after it."""
+    env.reset(seed=0, options={"task": task})
+    data = env.data
+    env.set_state(data.qpos if qpos is None else qpos, data.qvel if qvel is None else qvel)
+    before = {"qpos": data.qpos.copy(), "xipos": data.xipos.copy()}
+    action = np.zeros(env.model.nu) if action is None else np.asarray(action, dtype=np.float64)
+    _, reward, terminated, _, _ = env.step(action)
+    return reward, terminated, before, action
+
+
+def make(name, task=None):
+    return get_family(name).make_gym(task).unwrapped
+
+
+# ---------------------------------------------------------------- rewards on hand-built states
+
+
+def test_cheetah_vel_reward():
+    env = make("cheetah_vel")
+    qvel = np.zeros(env.model.nv)
+    qvel[0] = 2.0
+    action = np.full(6, 0.5)
+    reward, terminated, before, _ = step_from(env, {"velocity": 1.5}, qvel=qvel, action=action)
+    v = (env.data.qpos[0] - before["qpos"][0]) / (5 * 0.01)
+    assert reward == pytest.approx(-abs(v - 1.5) - 0.05 * 6 * 0.25, abs=1e-12)
+    assert v > 1.0 and not terminated
+
+
+def test_cheetah_dir_reward():
+    env = make("cheetah_dir")
+    qvel = np.zeros(env.model.nv)
+    qvel[0] = 2.0
+    for direction in (1.0, -1.0):
+        reward, _, before, _ = step_from(env, {"direction": direction}, qvel=qvel)
+        v = (env.data.qpos[0] - before["qpos"][0]) / 0.05
+        assert reward == pytest.approx(direction * v, abs=1e-12)
+
+
+def ant_contact_cost(data):
+    return 5e-4 * np.square(np.clip(data.cfrc_ext, -1, 1)).sum()
+
+
+def test_ant_fwd_back_reward_and_termination():
+    env = make("ant_fwd_back")
+    qvel = np.zeros(env.model.nv)
+    qvel[:2] = (1.0, 0.5)
+    action = np.full(8, 0.2)
+    for angle in (0.0, np.pi):
+        reward, terminated, before, _ = step_from(env, {"angle": angle}, qvel=qvel, action=action)
+        displacement = env.data.qpos[:2] - before["qpos"][:2]
+        velocity = displacement @ [np.cos(angle), np.sin(angle)] / 0.05
+        assert reward == pytest.approx(velocity - 0.5 * 8 * 0.04 - ant_contact_cost(env.data) + 1.0, abs=1e-12)
+        assert not terminated
+    qpos = env.model.qpos0.copy()
+    qpos[2] = 1.5  # torso above the healthy range [0.2, 1]
+    _, terminated, _, _ = step_from(env, {"angle": 0.0}, qpos=qpos)
+    assert terminated
+
+
+def test_ant_goal_reward_never_terminates():
+    env = make("ant_goal")
+    qpos = env.model.qpos0.copy()
+    qpos[2] = 1.5
+    action = np.full(8, -0.3)
+    reward, terminated, _, _ = step_from(env, {"goal": [1.0, -2.0]}, qpos=qpos, action=action)
+    l1 = abs(env.data.qpos[0] - 1.0) + abs(env.data.qpos[1] + 2.0)
+    assert reward == pytest.approx(-l1 - 0.1 * 8 * 0.09 - ant_contact_cost(env.data), abs=1e-12)
+    assert not terminated
+
+
+def test_ant_contact_forces_are_computed():
+    env = make("ant_goal")
+    env.reset(seed=0)
+    for _ in range(20):  # the ant falls onto its legs
+        env.step(np.zeros(8))
+    assert np.abs(env.data.cfrc_ext).sum() > 0
+    assert np.abs(env._obs()[27:]).sum() > 0  # clipped forces are observed
+
+
+def test_humanoid_dir_reward_and_termination():
+    env = make("humanoid_dir")
+    mass = env.model.body_mass
+
+    def com(xipos):
+        return (mass @ xipos / mass.sum())[:2]
+
+    qvel = np.zeros(env.model.nv)
+    qvel[:2] = (0.6, -0.2)
+    action = np.full(17, 0.1)
+    angle = 2.0
+    reward, terminated, before, _ = step_from(env, {"angle": angle}, qvel=qvel, action=action)
+    forward = 0.25 * (com(env.data.xipos) - com(before["xipos"])) @ [np.cos(angle), np.sin(angle)] / 0.003
+    impact = min(5e-7 * np.square(env.data.cfrc_ext).sum(), 10.0)
+    assert forward != 0
+    assert reward == pytest.approx(forward - 0.1 * 17 * 0.01 - impact + 5.0, abs=1e-10)
+    assert not terminated
+    qpos = env.model.qpos0.copy()
+    qpos[2] = 0.5  # lying down
+    assert step_from(env, {"angle": angle}, qpos=qpos)[1]
+
+
+def test_walker_params_reward_and_termination():
+    family = get_family("walker_params")
+    env = make("walker_params")
+    task = family.sample_splits(np.random.default_rng(0))["train"][3]
+    qvel = np.zeros(env.model.nv)
+    qvel[0] = 1.0
+    action = np.full(6, 0.7)
+    reward, terminated, before, _ = step_from(env, task, qvel=qvel, action=action)
+    v = (env.data.qpos[0] - before["qpos"][0]) / (4 * 0.002)
+    assert reward == pytest.approx(v + 1.0 - 1e-3 * 6 * 0.49, abs=1e-12)
+    assert not terminated
+    qpos = env.model.qpos0.copy()
+    qpos[2] = 1.5  # torso angle outside (-1, 1)
+    assert step_from(env, task, qpos=qpos)[1]
+
+
+@pytest.mark.parametrize("name", REACHING)
+def test_reaching_reward_and_early_end(name):
+    env = make(name)
+    family = env.family
+    goal = [0.7, -0.4]
+    action = np.full(env.model.nu, 0.5)
+    reward, terminated, _, _ = step_from(env, {"goal": goal}, action=action)
+    mujoco.mj_forward(env.model, env.data)  # positions of the state after the step
+    point = env.data.site("tip").xpos[:2] if "reacher" in name else env.data.qpos[:2]
+    distance = np.linalg.norm(point - goal)
+    assert reward == pytest.approx(-distance - 1e-3 * env.model.nu * 0.25, abs=1e-9)
+    assert not terminated
+    # a goal where the body or fingertip rests ends the episode at once
+    qpos = env.model.qpos0.copy()
+    if "reacher" in name:
+        qpos[:] = np.linspace(0.3, -0.6, env.model.nq)
+    here = family.position({"qpos": qpos[None]})[0].tolist()
+    reward, terminated, _, _ = step_from(env, {"goal": here}, qpos=qpos, qvel=np.zeros(env.model.nv))
+    assert terminated and -family.success_radius < reward <= 0
+
+
+@pytest.mark.parametrize("name", ["reacher_2link", "reacher_4link"])
+def test_reacher_fingertip_matches_mujoco(name):
+    env = make(name)
+    rng = np.random.default_rng(1)
+    for _ in range(5):
+        env.data.qpos[:] = rng.uniform(-3, 3, env.model.nq)
+        mujoco.mj_forward(env.model, env.data)
+        np.testing.assert_allclose(env.family.fingertip(env.data.qpos[None])[0], env.data.site("tip").xpos[:2], atol=1e-12)
+    env.data.qpos[:] = 0  # the start: stretched along +x
+    mujoco.mj_forward(env.model, env.data)
+    reach = np.linalg.norm(env.data.site("tip").xpos[:2])
+    assert env.data.site("tip").xpos[0] == pytest.approx(reach) and reach >= OUT_OF_DISTRIBUTION[1]
+
+
+# ---------------------------------------------------------------- task sets
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_splits_deterministic_sized_and_json(name):
+    family = get_family(name)
+    a = family.sample_splits(np.random.default_rng(7))
+    b = family.sample_splits(np.random.default_rng(7))
+    assert a == b
+    assert {k: len(v) for k, v in a.items()} == family.split_sizes
+    assert json.loads(json.dumps(a)) == a
+    if name not in ("cheetah_dir", "ant_fwd_back"):
+        assert family.sample_splits(np.random.default_rng(8)) != a
+
+
+def test_fixed_direction_splits():
+    assert get_family("cheetah_dir").sample_splits(np.random.default_rng(0))["test"] == [{"direction": 1.0}, {"direction": -1.0}]
+    angles = [t["angle"] for t in get_family("ant_fwd_back").sample_splits(np.random.default_rng(0))["train"]]
+    assert angles == [0.0, np.pi]
+
+
+def test_locomotion_task_distributions():
+    rng = np.random.default_rng(0)
+    velocities = [t["velocity"] for t in get_family("cheetah_vel").sample_splits(rng)["train"]]
+    assert 0 <= min(velocities) and max(velocities) <= 3
+    goals = np.array([t["goal"] for t in get_family("ant_goal").sample_splits(rng)["train"]])
+    assert np.linalg.norm(goals, axis=1).max() <= 3
+    angles = [t["angle"] for t in get_family("humanoid_dir").sample_splits(rng)["train"]]
+    assert 0 <= min(angles) and max(angles) <= 2 * np.pi
+    task = get_family("walker_params").sample_splits(rng)["train"][0]
+    assert 1.5**-3 <= np.min(task["body_mass_scale"]) and np.max(task["body_inertia_scale"]) <= 1.5**3
+    assert 1.3**-3 <= np.min(task["dof_damping_scale"]) and np.max(task["dof_damping_scale"]) <= 1.3**3
+
+
+def test_reaching_split_radii_disjointness_and_spacing():
+    splits = get_family("reacher_2link").sample_splits(np.random.default_rng(3))
+    targets = {k: np.array([t["goal"] for t in v]) for k, v in splits.items()}
+    radius = {k: np.linalg.norm(v, axis=1) for k, v in targets.items()}
+    for split, (low, high) in [("D", IN_DISTRIBUTION), ("D_prime", IN_DISTRIBUTION), ("D_double_prime", OUT_OF_DISTRIBUTION)]:
+        assert len(targets[split]) == 100
+        assert low < radius[split].min() and radius[split].max() < high
+    spacing = np.linalg.norm(targets["D_prime"][:, None] - targets["D"][None], axis=2)
+    assert spacing.min() >= MIN_SPACING
+    # uniform in area: half the targets lie inside the radius that halves the annulus' area
+    low, high = IN_DISTRIBUTION
+    median = np.sqrt((low**2 + high**2) / 2)
+    assert 35 <= (radius["D"] < median).sum() <= 65
+
+
+# ---------------------------------------------------------------- gymnasium conformance
+
+
+@pytest.mark.filterwarnings("ignore:.*Box observation space .*infinity")  # unbounded, as gymnasium's own
+@pytest.mark.parametrize("name", FAMILIES)
+def test_check_env(name):
+    family = get_family(name)
+    task = next(iter(family.sample_splits(np.random.default_rng(0)).values()))[1]
+    env = gym.make(family.gym_id, task=task)
+    check_env(env.unwrapped, skip_render_check=True)
+    obs, info = env.reset(seed=1)
+    assert obs.shape == (family.obs_dim,) and info["task"] == task
+    other = next(iter(family.sample_splits(np.random.default_rng(1)).values()))[0]
+    assert env.reset(options={"task": other})[1]["task"] == other
+    env.unwrapped.set_task(task)
+    assert env.step(env.action_space.sample())[4]["task"] == task
+
+
+def test_gym_env_truncates_at_horizon():
+    env = make("reacher_2link", {"goal": [-1.0, 0.0]})
+    env.reset(seed=0)
+    truncated = [env.step(np.zeros(2))[3] for _ in range(200)]
+    assert truncated == [False] * 199 + [True]
+
+
+# ---------------------------------------------------------------- batched == gymnasium form
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_batched_equals_gym(name):
+    family = get_family(name)
+    splits = family.sample_splits(np.random.default_rng(2))
+    pool = [t for tasks in splits.values() for t in tasks]
+    tasks = [pool[i % len(pool)] for i in (0, 1, 3)]
+    if name in REACHING:  # a goal at the start position: the episode ends early
+        tasks[2] = {"goal": family.position({"qpos": family.model.qpos0[None]})[0].tolist()}
+    batched = family.make_batched(len(tasks))
+    batched.set_tasks(tasks)
+    envs = [family.make_gym(t).unwrapped for t in tasks]
+    obs = batched.reset(seed=10)
+    expected = np.stack([env.reset(seed=10 + i)[0] for i, env in enumerate(envs)])
+    np.testing.assert_allclose(obs.numpy(), expected, rtol=1e-6, atol=1e-6)
+    low, high = envs[0].action_space.low, envs[0].action_space.high
+    actions = np.random.default_rng(0).uniform(low, high, (40, len(tasks), len(low)))
+    done = [False] * len(tasks)
+    last_obs = obs.numpy()
+    for action in actions:
+        obs, reward, terminated, truncated, _ = batched.step(torch.from_numpy(action))
+        for i, env in enumerate(envs):
+            if done[i]:  # frozen: last obs, reward 0, flags kept
+                assert reward[i] == 0 and terminated[i]
+                np.testing.assert_allclose(obs[i].numpy(), last_obs[i], rtol=1e-6, atol=1e-6)
+                continue
+            o, r, te, tr, _ = env.step(action[i])
+            np.testing.assert_allclose(obs[i].numpy(), o, rtol=1e-6, atol=1e-6)
+            assert reward[i].item() == pytest.approx(r, rel=1e-6, abs=1e-6)
+            assert (terminated[i].item(), truncated[i].item()) == (te, tr)
+            done[i] = te or tr
+        last_obs = obs.numpy().copy()
+    if name in REACHING or name == "humanoid_dir":
+        assert any(done)  # the frozen path was exercised
+
+
+def test_batched_truncates_freezes_and_resets():
+    family = get_family("reacher_2link")
+    batched = family.make_batched(2)
+    batched.set_tasks([{"goal": [-1.0, 0.0]}, {"goal": [0.0, -1.0]}])
+    batched.reset(seed=0)
+    actions = torch.zeros(2, 2)
+    for t in range(200):
+        obs, _, terminated, truncated, _ = batched.step(actions)
+        assert truncated.tolist() == [t == 199] * 2 and not terminated.any()
+    obs2, reward2, _, truncated2, _ = batched.step(torch.ones(2, 2))
+    assert torch.equal(obs2, obs) and not reward2.any() and truncated2.all()
+    batched.reset()
+    assert not batched.step(actions)[3].any()
+
+
+# ---------------------------------------------------------------- Walker-Params model fields
+
+
+def test_walker_params_scales_and_restores_model():
+    family = get_family("walker_params")
+    train = family.sample_splits(np.random.default_rng(0))["train"]
+    fresh = family.load_model()
+    env = make("walker_params", train[0])
+    fields = family.task_model_fields
+    for task in (train[1], train[2]):
+        env.set_task(task)
+        for name in fields:
+            np.testing.assert_array_equal(getattr(env.model, name), getattr(fresh, name) * np.asarray(task[f"{name}_scale"]))
+    env.set_task({f"{name}_scale": np.ones(getattr(fresh, name).shape).tolist() for name in fields})
+    for name in dir(fresh):  # every model array is back to the pristine model's bits
+        value = getattr(fresh, name)
+        if isinstance(value, np.ndarray):
+            np.testing.assert_array_equal(getattr(env.model, name), value, err_msg=name)
+    batched = family.make_batched(2)
+    batched.set_tasks(train[3:5])
+    for name in fields:
+        per_sim = batched.batch.expand(name)
+        for i, task in enumerate(train[3:5]):
+            np.testing.assert_array_equal(per_sim[i], getattr(fresh, name) * np.asarray(task[f"{name}_scale"]))

@@ -1,0 +1,87 @@
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from metarl.envs import get_family
+from metarl.methods.pearl import PEARL
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny nets: extra intra-op threads only add contention (badly so on a shared machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+TINY = {"hidden": 32, "layers": 2, "encoder_hidden": 32, "encoder_layers": 2, "meta_batch": 4, "rl_batch": 16,
+        "context_batch": 8, "tasks_per_iteration": 3, "initial_steps": 20, "prior_steps": 20,
+        "posterior_steps": 20, "grad_steps": 3, "eval_trajectories": 3, "eval_prior_trajectories": 1}
+
+
+def make(family="point_robot", **overrides):
+    family = get_family(family)
+    tasks = family.sample_splits(np.random.default_rng(0))
+    return PEARL(family, tasks, PEARL.make_hparams({**TINY, **overrides}), "train", torch.device("cpu"))
+
+
+class ConstantFactors(torch.nn.Module):
+    """Stub encoder: every transition says 'mean 1, variance 1' (softplus^-1(1) = log(e - 1))."""
+
+    def forward(self, context):
+        return torch.cat([torch.ones(*context.shape[:-1], 5),
+                          torch.full((*context.shape[:-1], 5), float(np.log(np.e - 1)))], -1)
+
+
+def test_evaluation_uses_prior_first_then_posterior_over_all_context(monkeypatch):
+    method = make(eval_trajectories=4, eval_prior_trajectories=2)
+    method.model.encoder = ConstantFactors()
+    seen = []
+    sample = method.latent.sample
+    monkeypatch.setattr(method.latent, "sample", lambda post: seen.append(post.clone()) or sample(post))
+    frame = method.evaluate(method.tasks["test"])
+    prior = method.latent.prior(10)
+    torch.testing.assert_close(seen[0], prior)
+    torch.testing.assert_close(seen[1], prior)
+    for k, post in enumerate(seen[2:], start=2):  # product of N(0,1) and k*H unit factors
+        n = k * method.family.horizon
+        torch.testing.assert_close(post, torch.tensor([n / (n + 1)] * 5 + [1 / (n + 1)] * 5).expand(10, -1))
+    assert set(frame.stage) == {"traj_1", "traj_2", "traj_3", "traj_4", "final"}
+    last = frame[frame.stage == "traj_4"].set_index("task")["return"]
+    assert last.equals(frame[frame.stage == "final"].set_index("task")["return"])
+
+
+def test_sparse_family_evaluates_and_feeds_context_with_sparse_reward():
+    method = make("sparse_point_robot")
+    method.train_iteration()
+    rows = method.buffer.data[:, :int(method.buffer.size.min())]
+    dense, sparse = rows[..., method.cols["rew"]], rows[..., method.cols["ctx_rew"]]
+    assert (dense < 0).all() and (sparse >= 0).all()
+    assert (method.evaluate(method.tasks["test"])["return"] >= 0).all()
+
+
+@pytest.mark.parametrize("latent", ["cat(2,4)", "cat(2,4)+gau(2)", "dir(2,4)", "dir(2,4)+gau(2)"])
+def test_structured_latents_train(latent):
+    method = make("dirichlet_point_robot", latent=latent)
+    metrics = method.train_iteration()
+    assert all(np.isfinite(v) for v in metrics.values())
+    assert len(method.evaluate(method.tasks["test"])) == 10 * 4
+
+
+def test_resume_equals_uninterrupted():
+    torch.manual_seed(0)
+    a = make()
+    a.train_iteration()
+    state, rng = copy.deepcopy(a.state_dict()), torch.get_rng_state()
+    a.train_iteration()
+
+    b = make()
+    b.load_state_dict(state)
+    torch.set_rng_state(rng)
+    b.train_iteration()
+    for (name, pa), pb in zip(a.model.state_dict().items(), b.model.state_dict().values()):
+        torch.testing.assert_close(pa, pb, msg=name)
+    assert a.env_steps == b.env_steps
