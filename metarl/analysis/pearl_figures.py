@@ -79,18 +79,18 @@ def adaptation_figure(model_paths: list, taskset_path, out_path, split: str = "t
         out = method.adapt(tasks)
         n_prior, n_traj = method.hp.eval_prior_trajectories, out["returns"].shape[1]
         columns = sorted({0, max(n_prior - 1, 0), min(n_prior, n_traj - 1), n_traj - 1})
-        rows.append((spec, out, n_prior, columns))
-    n_cols = max(len(columns) for *_, columns in rows)
+        rows.append((spec, out, n_prior, columns, getattr(method.family, "sparse", False)))
+    n_cols = max(len(row[3]) for row in rows)
     fig, axes = plt.subplots(len(rows), n_cols, figsize=(2.6 * n_cols, 2.2 * len(rows)), squeeze=False)
-    for r, (spec, out, n_prior, columns) in enumerate(rows):
+    for r, (spec, out, n_prior, columns, on_arc) in enumerate(rows):
         for c, k in enumerate(columns):
             z_from = "prior" if k < n_prior else "posterior"
             mean_return = out["returns"][:, k].mean().item()
             plot_paths(axes[r, c], out["observations"][:, k].numpy(), goals=goals, goal_radius=GOAL_RADIUS,
-                       colors=colors, semicircle=True,
+                       colors=colors, semicircle=on_arc,  # sparse robots' goals lie on the unit arc
                        title=f"traj {k + 1}, z ~ {z_from}\nmean return {mean_return:.2f}")
         for c in range(len(columns), n_cols):
             axes[r, c].axis("off")
         axes[r, 0].set_ylabel(spec["method"])
-    fig.suptitle(f"Online adaptation on the {split} goals", y=1.02)
+    fig.suptitle(f"Online adaptation on the {split} goals", y=1.1)
     _save(fig, out_path, plot)
