@@ -182,7 +182,7 @@ def test_state_dict_resume_equals_uninterrupted(variant):
 def test_evaluate_reports_every_stage():
     method = make(fast_updates=2)
     frame = method.evaluate(method.tasks["test"][:5])  # 5 tasks: two chunks of eval_batch 4
-    assert sorted(frame.stage.unique()) == ["final", "update_0", "update_1", "update_2"]
+    assert sorted(frame.stage.unique()) == ["final", "update_0", "update_1", "update_2", "warmup"]
     assert sorted(frame.task.unique()) == list(range(5))
     final = frame[frame.stage == "final"].set_index("task")["return"]
     torch.testing.assert_close(torch.tensor(final.values),

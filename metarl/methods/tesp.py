@@ -229,6 +229,7 @@ class Adaptation:
     buffer: Episodes | None      # the buffer h_K was computed from
     episodes: Episodes           # D_K, sampled after K fast updates
     returns: list[Tensor]        # mean return per task after k = 0..K fast updates
+    warmup_returns: Tensor | None  # mean return per task with h = 0 (encoder only)
     env_steps: int               # steps sampled, warm-up included
 
 
@@ -306,10 +307,11 @@ class TESP(Method):
         shared = {n: p.detach() for n, p in model.params().items()}
         fast = {n: shared[n].expand(T, *shared[n].shape).clone() for n in model.fast_names}
         grad_sum = {n: torch.zeros_like(v) for n, v in fast.items()}
-        buffer, returns, steps = None, [], 0
+        buffer, returns, steps, warmup_returns = None, [], 0, None
         if hp.embedding == "encoder":
             warmup = self.rollout(env, {**shared, **fast}, model.context(shared, None, T), T)
             buffer, steps = update_buffer(None, warmup, hp.buffer_size, hp.keep_best), int(warmup.valid.sum())
+            warmup_returns = warmup.returns.mean(1)
         for k in range(hp.fast_updates + 1):
             p = {**shared, **fast}
             ep = self.rollout(env, p, model.context(p, buffer, T), T)
@@ -322,7 +324,8 @@ class TESP(Method):
                 grad_sum = {n: grad_sum[n] + grads[n] for n in fast}
             if buffer is not None:
                 buffer = update_buffer(buffer, ep, hp.buffer_size, hp.keep_best)
-        return Adaptation(fast=fast, grad_sum=grad_sum, buffer=buffer, episodes=ep, returns=returns, env_steps=steps)
+        return Adaptation(fast=fast, grad_sum=grad_sum, buffer=buffer, episodes=ep, returns=returns,
+                          warmup_returns=warmup_returns, env_steps=steps)
 
     # -- meta-update (outer loop) ---------------------------------------------------------------
     def meta_loss(self, ad: Adaptation, adv: Tensor, idx: Tensor) -> tuple[Tensor, Tensor]:
@@ -358,15 +361,22 @@ class TESP(Method):
                     for a in self.model.alphas:
                         a.clamp_(-hp.alpha_clip, hp.alpha_clip)
         metrics = {f"return_update_{k}": r.mean().item() for k, r in enumerate(ad.returns)}
+        if ad.warmup_returns is not None:
+            metrics["return_warmup"] = ad.warmup_returns.mean().item()
         metrics.update({"return": ad.returns[-1].mean().item(), "meta_loss": loss.item(), "h_norm": h_norm.item()})
         if self.model.fast_names:
             metrics["alpha_abs_mean"] = torch.cat([a.abs().flatten() for a in self.model.alphas]).mean().item()
         return metrics
 
     def evaluate(self, tasks: list[Task]) -> pd.DataFrame:
+        """Per task: stages ``update_k`` (mean return after k fast updates), ``final`` (after K)
+        and, with an encoder, ``warmup`` (h = 0: before any adaptation)."""
         rows = []
         for start in range(0, len(tasks), self.hp.eval_batch):
             ad = self.adapt(tasks[start:start + self.hp.eval_batch], self.hp.eval_episodes)
+            if ad.warmup_returns is not None:
+                rows += [{"task": start + i, "stage": "warmup", "return": value}
+                         for i, value in enumerate(ad.warmup_returns.tolist())]
             for k, returns in enumerate(ad.returns):
                 for i, value in enumerate(returns.tolist()):
                     rows.append({"task": start + i, "stage": f"update_{k}", "return": value})
