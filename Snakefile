@@ -3,6 +3,10 @@
 #   snakemake --cores N --config scale=smoke                the whole DAG in minutes
 #   snakemake --workflow-profile workflow/profiles/slurm    the same DAG on a SLURM cluster
 #   snakemake --report report.html                          every figure and table in one page
+#
+# `snakemake --lint` asks for a conda environment or container per rule. Every rule runs the
+# `metarl` command from the one installed package (its dependencies pinned in pyproject.toml),
+# so per-rule environments would only duplicate that installation; none are declared.
 from snakemake.utils import min_version
 
 min_version("9.0")

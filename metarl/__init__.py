@@ -6,4 +6,4 @@ VATE/variBAD, TESP, PEARL and structured-latent PEARL.
 from metarl.envs import FAMILY_NAMES, get_family
 
 __version__ = "0.1.0"
-__all__ = ["FAMILY_NAMES", "get_family", "__version__"]
+__all__ = ["FAMILY_NAMES", "__version__", "get_family"]

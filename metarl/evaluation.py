@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import torch
 
-from metarl.training import build_method, evaluation_rows, label_run
 from metarl.tasksets import read_taskset
+from metarl.training import build_method, evaluation_rows, label_run
 from metarl.utils.io import save_csv
 from metarl.utils.runtime import resolve_device, seed_everything
 

@@ -22,7 +22,12 @@ from metarl.envs import get_family
 from metarl.methods import FINAL_STAGE, Method, get_algorithm
 from metarl.tasksets import read_taskset
 from metarl.utils.io import save_csv, save_torch
-from metarl.utils.runtime import resolve_device, rng_state, seed_everything, set_rng_state
+from metarl.utils.runtime import (
+    resolve_device,
+    rng_state,
+    seed_everything,
+    set_rng_state,
+)
 
 
 def spec_hash(spec: dict[str, Any]) -> str:

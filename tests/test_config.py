@@ -2,11 +2,10 @@
 import subprocess
 
 import pytest
+from conftest import copy_workflow
 
 from metarl import config as metarl_config
 from metarl.config import ConfigError
-
-from conftest import copy_workflow
 
 
 def test_repo_config_is_valid(repo_config):

@@ -12,7 +12,7 @@ Two runs go through ``snakemake --workflow-profile workflow/profiles/slurm``:
 * ``test_toy_workflow_gpu_path``: tests/slurm/toy/Snakefile with the profile's
   defaults, i.e. ``train`` requests one GPU (the test node offers a fake one) and
   ``evaluate`` none; checks what SLURM actually allocated.
-* ``test_pipeline_through_slurm``: the target workflow (``TARGET`` below) with
+* ``test_pipeline_through_slurm``: the repository's pipeline (E1, smoke scale) with
   GPUs switched off via METARL_SLURM_GPUS=0, as on a CPU-only cluster.
 
 Both assert that the jobs really went through SLURM: job ids from snakemake's
@@ -32,6 +32,8 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
+from conftest import copy_workflow
 
 pytestmark = pytest.mark.slurm
 
@@ -40,19 +42,7 @@ CLUSTER_SH = REPO / "tests" / "slurm" / "cluster.sh"
 TOY_WORKFLOW = REPO / "tests" / "slurm" / "toy"
 PROFILE = "workflow/profiles/slurm"
 
-# Which workflow test_pipeline_through_slurm runs:
-#   "repo": the repository's own pipeline (Snakefile, workflow/, config.yaml
-#           copied into a temporary directory) with --config scale=smoke
-#   "toy":  tests/slurm/toy/Snakefile (used until the real DAG exists)
-# The environment variable METARL_SLURM_TEST_TARGET overrides it, and
-# METARL_SLURM_TEST_REPO points the "repo" target at another checkout.
-TARGET = os.environ.get("METARL_SLURM_TEST_TARGET", "toy")
-TARGET_REPO = Path(os.environ.get("METARL_SLURM_TEST_REPO", REPO))
-# Files/directories of the repository the "repo" target needs in its copy.
-REPO_WORKFLOW_FILES = ["Snakefile", "workflow", "config.yaml", "config"]
-# Extra snakemake arguments for the "repo" target (targets, --config ...).
-REPO_SMOKE_ARGS = ["--config", "scale=smoke"]
-# Rules that must have been run as SLURM jobs in the "repo" target.
+# Rules that must have been run as SLURM jobs (the cheap ones are localrules).
 REPO_EXPECTED_SLURM_RULES = {"train", "evaluate"}
 
 # Safety net only (the smoke DAG should take a few minutes; an overloaded
@@ -220,7 +210,7 @@ def run_snakemake(cluster: Cluster, workdir: Path, extra_args: list[str], env_ex
 
 def submitted_jobs(out: str) -> dict[str, Path]:
     """SLURM job id -> slurm log file, from snakemake's 'submitted with SLURM jobid' lines."""
-    jobs = dict(re.findall(r"has been submitted with SLURM jobid (\d+) \(log: (\S+?)\)\.?$", out, re.M))
+    jobs = dict(re.findall(r"has been submitted with SLURM jobid (\d+) \(log: (\S+?)\)\.?$", out, re.MULTILINE))
     assert jobs, f"no 'submitted with SLURM jobid' line in snakemake's output:\n{out[-4000:]}"
     return {jobid: Path(log) for jobid, log in jobs.items()}
 
@@ -280,26 +270,18 @@ def test_toy_workflow_gpu_path(slurm_cluster, tmp_path):
     assert "slurm_job=" in train and "slurm_job= " not in train, train
 
 
-def test_pipeline_through_slurm(slurm_cluster, tmp_path):
-    """The target workflow end to end through the slurm executor, GPUs switched off."""
-    assert TARGET in ("repo", "toy"), TARGET
-    if TARGET == "repo":
-        missing = [f for f in REPO_WORKFLOW_FILES[:3] if not (TARGET_REPO / f).exists()]
-        assert not missing, f"TARGET='repo' but {TARGET_REPO} lacks {missing}"
-        for name in REPO_WORKFLOW_FILES:
-            src = TARGET_REPO / name
-            if src.is_dir():
-                shutil.copytree(src, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
-            elif src.is_file():
-                shutil.copy(src, tmp_path / name)
-        if not (tmp_path / PROFILE).is_dir():  # a checkout without the profile
-            shutil.copytree(REPO / PROFILE, tmp_path / PROFILE)
-        workdir, extra, expected = tmp_path, REPO_SMOKE_ARGS, REPO_EXPECTED_SLURM_RULES
-    else:
-        workdir, extra, expected = _toy_workdir(tmp_path), [], {"train", "evaluate"}
+def test_pipeline_through_slurm(slurm_cluster, tmp_path, repo_config):
+    """The repository's pipeline end to end through the slurm executor, GPUs switched off:
+    E1 at smoke scale with two methods (every rule of the DAG, in a CI-sized budget)."""
+    config = yaml.safe_load(yaml.safe_dump(repo_config))
+    config["scale"] = "smoke"
+    config["experiments"] = {"E1": {**config["experiments"]["E1"], "methods": ["vate", "rl2_10"]}}
+    workdir, extra, expected = copy_workflow(tmp_path, config), [], REPO_EXPECTED_SLURM_RULES
     out = run_snakemake(slurm_cluster, workdir, extra, {"METARL_SLURM_GPUS": "0"})
     by_rule = check_jobs_went_through_slurm(slurm_cluster, workdir, out)
     assert expected <= set(by_rule), f"rules run through SLURM: {sorted(by_rule)}, expected {sorted(expected)}"
     for rule, info in by_rule.items():
         tres = info.get("AllocTRES", "") + info.get("TresPerJob", "")
         assert "gpu" not in tres, f"{rule} job got a GPU although METARL_SLURM_GPUS=0: {info}"
+    for name in ["table.html", "figures/curves.png", "figures/belief_vate.png"]:
+        assert (workdir / "results" / "E1" / name).stat().st_size > 0, name

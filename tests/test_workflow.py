@@ -5,11 +5,10 @@ import subprocess
 
 import pytest
 import yaml
-
 from conftest import copy_workflow
 
-JOB = re.compile(r"^(?:local)?rule (\w+):\n(?:    .*\n)*?    wildcards: (.*)$", re.M)
-NO_WILDCARDS = re.compile(r"^(?:local)?rule (\w+):$", re.M)
+JOB = re.compile(r"^(?:local)?rule (\w+):\n(?:    .*\n)*?    wildcards: (.*)$", re.MULTILINE)
+NO_WILDCARDS = re.compile(r"^(?:local)?rule (\w+):$", re.MULTILINE)
 
 
 def dry_run(workdir) -> set[tuple]:

@@ -6,13 +6,13 @@ import json
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
+import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
 
-from metarl.analysis.aggregate import stage_order  # noqa: E402
-from metarl.methods import FINAL_STAGE  # noqa: E402
-from metarl.utils.io import atomic_path  # noqa: E402
+from metarl.analysis.aggregate import stage_order
+from metarl.methods import FINAL_STAGE
+from metarl.utils.io import atomic_path
 
 ERRORBAR = {"sd": "sd", "se": "se", "ci95": ("ci", 95)}
 

@@ -41,4 +41,4 @@ def get_family(name: str) -> TaskFamily:
     return getattr(importlib.import_module(module), family_cls)()
 
 
-__all__ = ["BatchedEnv", "FAMILY_NAMES", "Task", "TaskFamily", "get_family"]
+__all__ = ["FAMILY_NAMES", "BatchedEnv", "Task", "TaskFamily", "get_family"]

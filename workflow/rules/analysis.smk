@@ -3,6 +3,7 @@
 
 
 rule aggregate:
+    localrule: True
     input:
         curves=lambda w: [f"{d}/curve.csv" for d in run_dirs(w.experiment)],
         evals=lambda w: [
@@ -25,6 +26,7 @@ rule aggregate:
 
 
 rule table:
+    localrule: True
     input:
         "results/{experiment}/evals.csv",
     output:
@@ -50,6 +52,7 @@ rule table:
 
 
 rule plot_curves:
+    localrule: True
     input:
         curves="results/{experiment}/curves.csv",
         reference=lambda w: REFERENCE_LINES.get(w.experiment, []),
@@ -76,6 +79,7 @@ rule plot_curves:
 
 
 rule plot_stages:
+    localrule: True
     input:
         "results/{experiment}/evals.csv",
     output:

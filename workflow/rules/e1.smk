@@ -5,6 +5,7 @@ EXTRA_FIGURES["E1"] = [f"results/E1/figures/belief_{m}.png" for m in BELIEF_METH
 
 
 rule bayes_optimal:
+    localrule: True
     output:
         "results/E1/bayes_optimal.json",
     log:
@@ -18,6 +19,7 @@ rule bayes_optimal:
 
 
 rule belief_figure:
+    localrule: True
     input:
         model="results/E1/runs/gridworld/{method}/seed0/model.pt",
         taskset="results/tasksets/gridworld.json",

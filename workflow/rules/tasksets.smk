@@ -1,4 +1,5 @@
 rule taskset:
+    localrule: True
     output:
         "results/tasksets/{family}.json",
     params:
