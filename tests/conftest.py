@@ -3,9 +3,14 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
+
+# Tiny networks gain nothing from intra-op threads, and on a loaded 2-core runner the extra
+# threads make them many times slower; the pipeline's jobs set their own thread count.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
