@@ -24,6 +24,7 @@ import torch
 
 from metarl.envs import get_family
 from metarl.envs.mujoco_batch import MUJOCO_FAMILIES
+from metarl.utils.runtime import resolve_device
 
 BATCH_SIZES = (1, 16, 256)
 REPEATS = 3  # every rate is the best of 3 runs: other jobs on the machine only ever slow a run down
@@ -99,6 +100,41 @@ def _batched_rate(family, num_envs, duration, episode_steps, num_threads) -> flo
     return steps / (time.process_time() - start)
 
 
+TORCH_FAMILIES = ("gridworld", "point_robot", "sparse_point_robot", "dirichlet_point_robot")
+TORCH_BATCH_SIZES = (1, 16, 256, 4096)
+
+
+def torch_family_rate(name: str, num_envs: int, duration: float, device: str) -> float:
+    """Env steps/s of a pure-torch batched family (whole episodes, random actions)."""
+    family = get_family(name)
+    env = family.make_batched(num_envs, device=device)
+    tasks = next(iter(family.sample_splits(np.random.default_rng(0)).values()))
+    env.set_tasks([tasks[i % len(tasks)] for i in range(num_envs)])
+    generator = torch.Generator(device=device).manual_seed(0)
+    steps, start = 0, time.perf_counter()
+    while time.perf_counter() - start < duration:
+        env.reset()
+        for _ in range(env.horizon):
+            if family.discrete:
+                action = torch.randint(family.act_dim, (num_envs,), generator=generator, device=device)
+            else:
+                action = 0.2 * torch.rand(num_envs, family.act_dim, generator=generator, device=device) - 0.1
+            env.step(action)
+        steps += num_envs * env.horizon
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return steps / (time.perf_counter() - start)
+
+
+def torch_benchmark(families, duration: float, device: str) -> list[str]:
+    lines = [f"| family | {' | '.join(f'B={b}' for b in TORCH_BATCH_SIZES)} |", "|" + "---|" * (len(TORCH_BATCH_SIZES) + 1)]
+    for name in families:
+        rates = [torch_family_rate(name, b, duration, device) for b in TORCH_BATCH_SIZES]
+        lines.append(f"| {name} | " + " | ".join(f"{r:,.0f}" for r in rates) + " |")
+        print(lines[-1], flush=True)
+    return lines
+
+
 def cpu_name() -> str:
     for line in Path("/proc/cpuinfo").read_text().splitlines():
         if line.startswith("model name"):
@@ -130,7 +166,8 @@ def format_row(row: dict) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
-def write_report(rows: list[dict], path: Path, duration: float, episode_steps: int) -> None:
+def write_report(rows: list[dict], torch_lines: list[str], device: str, path: Path, duration: float,
+                 episode_steps: int) -> None:
     header = ["family", "frame skip", "raw mj_step/s", "limit: env steps/s", "gymnasium form",
               *(f"batched {c}" for c in RATE_COLUMNS[1:])]
     lines = [
@@ -153,6 +190,13 @@ def write_report(rows: list[dict], path: Path, duration: float, episode_steps: i
         "|" + "---|" * len(header),
         *(format_row(r) for r in rows),
         "",
+        "## Pure-torch families (gridworld, point robots)",
+        "",
+        (f"Env steps per wall-clock second on `{device}`, one torch thread, whole episodes with random actions."
+         " The 10M steps/s target is for a GPU; these are CPU figures where no GPU was available."),
+        "",
+        *torch_lines,
+        "",
     ]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines))
@@ -163,11 +207,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--families", nargs="+", default=list(MUJOCO_FAMILIES), choices=MUJOCO_FAMILIES)
     parser.add_argument("--duration", type=float, default=0.5, help="CPU seconds per measurement (at least)")
     parser.add_argument("--episode-steps", type=int, default=20, help="steps per episode")
+    parser.add_argument("--torch-families", nargs="*", default=list(TORCH_FAMILIES), choices=TORCH_FAMILIES)
+    parser.add_argument("--device", default="auto", help="device of the pure-torch families (auto: CUDA if present)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/envs.md"))
     args = parser.parse_args(argv)
+    device = str(resolve_device(args.device))
     print("| family | frame skip | mj_step/s | limit | " + " | ".join(RATE_COLUMNS) + " |")
     rows = benchmark(args.families, args.duration, args.episode_steps)
-    write_report(rows, args.out, args.duration, args.episode_steps)
+    torch_lines = torch_benchmark(args.torch_families, args.duration, device)
+    write_report(rows, torch_lines, device, args.out, args.duration, args.episode_steps)
     print(f"wrote {args.out}")
 
 
