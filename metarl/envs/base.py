@@ -25,7 +25,10 @@ class BatchedEnv(ABC):
     """B environments stepped together, each with its own task.
 
     Conventions shared by all families so rollouts can be fixed-length tensor loops:
-    * ``reset()`` resets every env to its start state and returns obs ``(B, obs_dim)``;
+    * ``reset(seed=None)`` resets every env to its start state and returns obs ``(B, obs_dim)``;
+      ``seed`` fixes the initial-state noise (env i draws from ``seed + i``, as a gymnasium env
+      reset with that seed would); without it the noise comes from torch's global generator
+      (seeded by the training driver) or, for MuJoCo families, fresh entropy;
     * ``step(actions)`` returns ``(obs, reward, terminated, truncated, info)`` as tensors of
       shape ``(B, obs_dim)``, ``(B,)``, ``(B,)`` bool, ``(B,)`` bool and a dict of ``(B, ...)``
       tensors; ``truncated`` becomes True at ``horizon`` steps;
@@ -46,7 +49,7 @@ class BatchedEnv(ABC):
     def set_tasks(self, tasks: list[Task]) -> None: ...
 
     @abstractmethod
-    def reset(self) -> torch.Tensor: ...
+    def reset(self, seed: int | None = None) -> torch.Tensor: ...
 
     @abstractmethod
     def step(self, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, dict]: ...

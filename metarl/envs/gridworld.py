@@ -96,7 +96,8 @@ class BatchedGridWorld(BatchedEnv):
         return torch.stack(observation(self.pos[:, 0].float(), self.pos[:, 1].float(),
                                        torch.full((self.num_envs,), float(self.t), device=self.device)), 1)
 
-    def reset(self) -> torch.Tensor:
+    def reset(self, seed: int | None = None) -> torch.Tensor:
+        del seed  # the start cell is fixed: nothing random to seed
         self.pos = torch.tensor(START, device=self.device).expand(self.num_envs, 2).clone()
         self.t = 0
         return self._obs()

@@ -97,9 +97,11 @@ class BatchedPointRobot(BatchedEnv):
         assert len(tasks) == self.num_envs, f"expected {self.num_envs} tasks, got {len(tasks)}"
         self.goal = torch.tensor([task["goal"] for task in tasks], dtype=torch.float32, device=self.device)
 
-    def reset(self) -> torch.Tensor:
-        # random starts come from torch's global generator, which the training driver seeds
-        self.pos = (torch.rand(self.num_envs, 2, device=self.device) * 2 - 1 if self.random_start
+    def reset(self, seed: int | None = None) -> torch.Tensor:
+        # random starts come from torch's global generator (seeded by the training driver) unless
+        # a seed is given
+        generator = None if seed is None else torch.Generator(self.device).manual_seed(seed)
+        self.pos = (torch.rand(self.num_envs, 2, device=self.device, generator=generator) * 2 - 1 if self.random_start
                     else torch.zeros(self.num_envs, 2, device=self.device))
         self.t = torch.zeros(self.num_envs, dtype=torch.long, device=self.device)
         return self.pos.clone()
