@@ -89,7 +89,7 @@ def run_spec(config: dict, experiment: str, family: str, method: str, seed: int)
         hparams = deep_merge(hparams, layer or {})
     return {
         "experiment": experiment, "family": family, "method": method, "algo": mcfg["algo"], "seed": seed,
-        "iterations": scale["iterations"], "eval_every": scale["eval_every"],
+        "iterations": scale["iterations"], "eval_every": scale["eval_every"], "eval_tasks": scale.get("eval_tasks"),
         "train_split": exp["train_split"], "curve_splits": exp["curve_splits"],
         "hparams": hparams, "device": config["device"], "threads": config["resources"]["train"]["threads"],
     }

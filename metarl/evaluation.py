@@ -19,6 +19,6 @@ def evaluate(model_path, taskset_path, split: str, out_path, seed_offset: int = 
     method = build_method(spec, taskset_path, device)
     method.model.load_state_dict(saved["model"])
     method.env_steps = saved["env_steps"]
-    rows = evaluation_rows(method, read_taskset(taskset_path), [split])
+    rows = evaluation_rows(method, read_taskset(taskset_path), [split], spec.get("eval_tasks"))
     rows.insert(0, "env_steps", method.env_steps)
     save_csv(label_run(rows, spec), out_path)
