@@ -1,8 +1,6 @@
 """Collect per-run CSVs into one experiment-level file, and summarise over seeds."""
 from __future__ import annotations
 
-import re
-
 import pandas as pd
 
 from metarl.methods import FINAL_STAGE
@@ -15,10 +13,11 @@ def concat_csvs(paths) -> pd.DataFrame:
 
 
 def stage_order(stages) -> list[str]:
-    """Natural order (episode_2 before episode_10), the headline ``final`` stage last."""
-    def key(stage: str):
-        return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", stage)]
-    return sorted((s for s in set(stages) if s != FINAL_STAGE), key=key) + [FINAL_STAGE] * (FINAL_STAGE in set(stages))
+    """Stages in the order methods report them (chronological: warm-up, episode/trajectory/fast
+    update 1, 2, ...), the headline ``final`` stage last. Pass the unaggregated column:
+    groupby sorts alphabetically, which would put ``episode_10`` before ``episode_2``."""
+    seen = list(dict.fromkeys(stages))
+    return [s for s in seen if s != FINAL_STAGE] + [FINAL_STAGE] * (FINAL_STAGE in seen)
 
 
 def seed_means(evals: pd.DataFrame) -> pd.DataFrame:
