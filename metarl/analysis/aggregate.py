@@ -12,12 +12,17 @@ def concat_csvs(paths) -> pd.DataFrame:
     return pd.concat([pd.read_csv(p) for p in paths], ignore_index=True)
 
 
-def stage_order(stages) -> list[str]:
+def stage_order(evals: pd.DataFrame) -> list[str]:
     """Stages in the order methods report them (chronological: warm-up, episode/trajectory/fast
-    update 1, 2, ...), the headline ``final`` stage last. Pass the unaggregated column:
-    groupby sorts alphabetically, which would put ``episode_10`` before ``episode_2``."""
-    seen = list(dict.fromkeys(stages))
-    return [s for s in seen if s != FINAL_STAGE] + [FINAL_STAGE] * (FINAL_STAGE in seen)
+    update 1, 2, ...), merged over methods that report different stages, ``final`` last."""
+    order: list[str] = []
+    for _, rows in evals.groupby("method", sort=False):
+        sequence = list(dict.fromkeys(rows["stage"]))
+        for i, stage in enumerate(sequence):
+            if stage not in order:
+                later = [order.index(s) for s in sequence[i + 1:] if s in order]
+                order.insert(min(later, default=len(order)), stage)
+    return [s for s in order if s != FINAL_STAGE] + [FINAL_STAGE] * (FINAL_STAGE in order)
 
 
 def seed_means(evals: pd.DataFrame) -> pd.DataFrame:

@@ -53,7 +53,7 @@ def plot_stages(evals: pd.DataFrame, out_png, style: dict, title: str = "") -> N
     apply_style(style)
     per_seed = evals.groupby(["family", "split", "method", "seed", "stage"], as_index=False)["return"].mean()
     per_seed = per_seed[per_seed.stage != FINAL_STAGE]
-    order = [s for s in stage_order(evals.stage) if s != FINAL_STAGE]
+    order = [s for s in stage_order(evals) if s != FINAL_STAGE]
     grid = sns.catplot(data=per_seed, x="stage", y="return", hue="method", row="split", col="family",
                        kind="point", order=order, errorbar=ERRORBAR[style["spread"]],
                        dodge=0.3 if per_seed.method.nunique() > 1 else False,

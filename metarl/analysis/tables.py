@@ -9,7 +9,7 @@ from metarl.utils.io import save_csv, save_text
 
 def wide_table(summary: pd.DataFrame, stages: list[str]) -> pd.DataFrame:
     """Rows (family, split, method), one column per stage (in ``stages`` order), cells 'mean ± std'."""
-    cells = summary.assign(cell=[f"{m:.3f} ± {s:.3f}" for m, s in zip(summary["mean"], summary["std"])])
+    cells = summary.assign(cell=["—" if pd.isna(m) else f"{m:.3f} ± {s:.3f}" for m, s in zip(summary["mean"], summary["std"])])
     wide = cells.pivot(index=GROUP, columns="stage", values="cell")[stages].fillna("—")  # a stage some methods do not have
     seeds = summary.groupby(GROUP)["seeds"].max()
     wide.insert(0, "seeds", seeds)
@@ -20,7 +20,7 @@ def wide_table(summary: pd.DataFrame, stages: list[str]) -> pd.DataFrame:
 def write_tables(evals: pd.DataFrame, prefix: str, title: str) -> None:
     summary = summarise(evals)
     save_csv(summary, f"{prefix}.csv")
-    wide = wide_table(summary, stage_order(evals["stage"]))
+    wide = wide_table(summary, stage_order(evals))
     save_text(f"# {title}\n\nReturn per evaluation stage, mean ± std over seeds (each seed: mean over "
               f"the split's tasks).\n\n{wide.to_markdown(index=False)}\n", f"{prefix}.md")
     save_text(f"<h3>{title}</h3>\n<p>Return per evaluation stage, mean ± std over seeds.</p>\n"
