@@ -8,15 +8,6 @@ from metarl.envs import get_family
 from metarl.methods.pearl import PEARL
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny nets: extra intra-op threads only add contention (badly so on a shared machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 LEARN_ITERATIONS = 6
 TINY = {"hidden": 32, "layers": 2, "encoder_hidden": 32, "encoder_layers": 2, "meta_batch": 4, "rl_batch": 16,
         "context_batch": 8, "tasks_per_iteration": 3, "initial_steps": 20, "prior_steps": 20,

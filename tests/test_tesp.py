@@ -13,15 +13,6 @@ from metarl.envs.base import BatchedEnv, TaskFamily
 from metarl.methods.tesp import TESP, Episodes, Hyperparams, advantages, update_buffer
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: extra threads only add contention (as in training jobs, threads: 1)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 class PointGoalEnv(BatchedEnv):
     obs_dim, act_dim, discrete, horizon = 2, 2, False, 10
 
