@@ -35,11 +35,7 @@ def job_resources(kind):
     return config["resources"][kind]
 
 
-def experiment_figures(experiment):
-    """Experiment-specific figures; each experiment's rule file adds its own."""
-    return EXTRA_FIGURES.get(experiment, [])
-
-
+# experiment -> its own figures / reference-line file; each experiment's rule file adds its entries
 EXTRA_FIGURES = {}
 REFERENCE_LINES = {}
 
@@ -51,6 +47,6 @@ def all_outputs():
             f"results/{experiment}/table.html",
             f"results/{experiment}/figures/curves.png",
             f"results/{experiment}/figures/stages.png",
-            *experiment_figures(experiment),
+            *EXTRA_FIGURES.get(experiment, []),
         ]
     return outputs
