@@ -1,8 +1,14 @@
 # Config validation and the job matrix. Every job gets only its own slice of the config
 # (as params), so editing one method's hyper-parameter reruns only that method's jobs.
 import json
+import shlex
+import sys
 
 from metarl import config as metarl_config
+
+# The interpreter running Snakemake, called directly: a version-manager shim in front of a
+# `metarl` script (pyenv, conda run) costs seconds per job, which dominates small jobs.
+METARL = f"{shlex.quote(sys.executable)} -m metarl"
 
 metarl_config.validate(config)
 
