@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import itertools
 import math
 
@@ -197,8 +198,6 @@ class PEARL(Method):
         latent = LatentSpace.parse(hp.latent, hp.gumbel_temperature, hp.dirichlet_alpha)
         self.model = PEARLModel(self.obs_dim, self.act_dim, latent, hp).to(device)
         self.latent = latent
-        self.optimizer = torch.optim.Adam(
-            [p for p in self.model.parameters() if p.requires_grad], lr=hp.lr, fused=True)
         # row layout: obs | action | reward (dense, for the critic) | context reward | next obs | terminated
         o, a = self.obs_dim, self.act_dim
         self.cols = {"obs": slice(0, o), "act": slice(o, o + a), "rew": slice(o + a, o + a + 1),
@@ -207,6 +206,13 @@ class PEARL(Method):
         self.buffer = TaskReplay(len(self.train_tasks), 2 * o + a + 3, hp.buffer_size, device)
         self._envs: dict[int, object] = {}
         self.initialised = False
+
+    @functools.cached_property
+    def optimizer(self) -> torch.optim.Optimizer:
+        # created on first use: evaluation never needs one, and a process's first optimizer
+        # imports torch._dynamo, which costs seconds per evaluation job
+        return torch.optim.Adam([p for p in self.model.parameters() if p.requires_grad],
+                                lr=self.hp.lr, fused=True)
 
     # ------------------------------------------------------------------------ helpers
 

@@ -21,6 +21,7 @@ keeps its full history).
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import pandas as pd
 import torch
@@ -122,9 +123,14 @@ class VATE(Method):
         self.steps = family.horizon * self.episodes  # meta-episode length
         self.grid_size = family.size
         self.model = VATEModel(family.obs_dim, family.act_dim, self.grid_size ** 2, hparams).to(device)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=hparams.lr)
         self.train_goals = self._goals(tasks[train_split])
         self.env = family.make_batched(hparams.num_envs, device)
+
+    @functools.cached_property
+    def optimizer(self) -> torch.optim.Optimizer:
+        # created on first use: evaluation never needs one, and a process's first optimizer
+        # imports torch._dynamo, which costs seconds per evaluation job
+        return torch.optim.Adam(self.model.parameters(), lr=self.hp.lr)
 
     def _goals(self, tasks: list[Task]) -> torch.Tensor:
         return torch.tensor([t["goal"] for t in tasks], dtype=torch.long, device=self.device)
