@@ -114,6 +114,7 @@ def train(spec: dict[str, Any], taskset_path, out_dir, resume_path, checkpoint_e
     wall_start, steps_start = time.monotonic(), method.env_steps
     for iteration in range(start + 1, spec["iterations"] + 1):
         t0 = time.monotonic()
+        method.progress = (iteration - 1) / spec["iterations"]
         metrics = method.train_iteration()
         elapsed = time.monotonic() - t0
         log_rows.append({"iteration": iteration, "env_steps": method.env_steps, "iteration_s": elapsed, **metrics})

@@ -44,6 +44,9 @@ class Method(ABC):
         self.device = device
         #: environment steps (frames) consumed by meta-training so far
         self.env_steps = 0
+        #: fraction of meta-training done before the current iteration (set by the training
+        #: driver), for schedules such as learning-rate annealing
+        self.progress = 0.0
 
     @classmethod
     def make_hparams(cls, values: dict[str, Any]):

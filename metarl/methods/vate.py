@@ -46,6 +46,7 @@ class Hyperparams:
     decoder_hidden: int = 32
     num_envs: int = 128            # meta-episodes per update
     lr: float = 3e-3
+    anneal_lr: bool = False        # decay lr linearly to 0 over meta-training
     gamma: float = 0.99
     gae_lambda: float = 0.95
     ppo_epochs: int = 4
@@ -189,6 +190,9 @@ class VATE(Method):
 
     def train_iteration(self) -> dict[str, float]:
         hp, model = self.hp, self.model
+        if hp.anneal_lr:  # a constant rate lets late PPO updates undo a good policy
+            for group in self.optimizer.param_groups:
+                group["lr"] = hp.lr * (1.0 - self.progress)
         self.env.set_goals(self.train_goals[torch.randint(len(self.train_goals), (hp.num_envs,), device=self.device)])
         traj = self.rollout(self.env)
         self.env_steps += hp.num_envs * self.steps
