@@ -127,3 +127,12 @@ def test_short_training_improves_return():
     for _ in range(30):
         method.train_iteration()
     assert final_return(method) > before + 3.0
+
+
+@pytest.mark.parametrize("anneal", [True, False])
+def test_lr_anneals_linearly_with_training_progress(anneal):
+    method = make(lr=1e-3, anneal_lr=anneal, ppo_epochs=1, minibatches=1)
+    for progress, expected in [(0.0, 1e-3), (0.75, 2.5e-4)]:
+        method.progress = progress
+        method.train_iteration()
+        assert method.optimizer.param_groups[0]["lr"] == pytest.approx(expected if anneal else 1e-3)
