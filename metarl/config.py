@@ -5,6 +5,7 @@ Precedence of hyper-parameters, lowest first:
   methods.<m>.families.<family>          (per-family defaults, e.g. PEARL's per-env settings)
   experiments.<E>.overrides.<m>          (experiment-specific, any scale)
   experiments.<E>.scales.<scale>.hparams (budget-like keys shared by the experiment's methods)
+  experiments.<E>.scales.<scale>.families.<family>
   experiments.<E>.scales.<scale>.methods.<m>
 Each job receives only its resolved spec, so editing one method reruns only its jobs.
 """
@@ -58,6 +59,11 @@ def validate(config: dict, schema_path=SCHEMA_PATH) -> None:
                 if m not in exp["methods"]:
                     raise ConfigError(f"experiments.{exp_name}.{where}: method {m!r} is not among the "
                                       f"experiment's methods {exp['methods']}")
+        for scale_name, scale in exp["scales"].items():
+            outside = sorted(set(scale.get("families", {})) - set(exp["families"]))
+            if outside:
+                raise ConfigError(f"experiments.{exp_name}.scales.{scale_name}.families: {outside} not among the "
+                                  f"experiment's families {exp['families']}")
         if config["scale"] not in exp["scales"]:
             raise ConfigError(f"experiments.{exp_name}.scales has no entry for scale {config['scale']!r}; "
                               f"defined: {sorted(exp['scales'])}")
@@ -85,7 +91,8 @@ def run_spec(config: dict, experiment: str, family: str, method: str, seed: int)
     mcfg = config["methods"][method]
     hparams = mcfg.get("hparams", {})
     for layer in (mcfg.get("families", {}).get(family), exp.get("overrides", {}).get(method),
-                  scale.get("hparams"), scale.get("methods", {}).get(method)):
+                  scale.get("hparams"), scale.get("families", {}).get(family),
+                  scale.get("methods", {}).get(method)):
         hparams = deep_merge(hparams, layer or {})
     return {
         "experiment": experiment, "family": family, "method": method, "algo": mcfg["algo"], "seed": seed,

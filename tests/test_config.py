@@ -35,6 +35,8 @@ def _break(config, path, value):
     (["methods", "vate", "hparams", "lrr"], 1e-3, ["method 'vate'", "lrr", "allowed"]),
     (["experiments", "E9"], {}, ["experiments", "E9"]),
     (["device"], "tpu", ["device", "tpu"]),
+    (["experiments", "E1", "scales", "quick", "families"], {"point_robot": {"lr": 1.0}},
+     ["experiments.E1.scales.quick.families", "point_robot", "gridworld"]),
 ])
 def test_bad_config_names_the_problem(config, path, value, expected):
     with pytest.raises(ConfigError) as err:
@@ -56,12 +58,15 @@ def test_hyperparameter_precedence(config):
     exp = config["experiments"]["E1"]
     exp["overrides"] = {"vate": {"latent_dim": 4}}
     exp["scales"]["quick"]["hparams"] = {"lr": 5.0}
+    exp["scales"]["quick"]["families"] = {"gridworld": {"latent_dim": 5, "lr": 7.0}}
     exp["scales"]["quick"]["methods"] = {"vate": {"latent_dim": 6}}
     config["scale"] = "quick"
     spec = metarl_config.run_spec(config, "E1", "gridworld", "vate", 2)
-    assert spec["hparams"]["lr"] == 5.0 and spec["hparams"]["latent_dim"] == 6
+    assert spec["hparams"]["lr"] == 7.0 and spec["hparams"]["latent_dim"] == 6
     assert spec["seed"] == 2 and spec["algo"] == "vate"
     exp["scales"]["quick"]["methods"] = {}
+    assert metarl_config.run_spec(config, "E1", "gridworld", "vate", 0)["hparams"]["latent_dim"] == 5
+    exp["scales"]["quick"]["families"] = {}
     assert metarl_config.run_spec(config, "E1", "gridworld", "vate", 0)["hparams"]["latent_dim"] == 4
     exp["scales"]["quick"]["hparams"] = {}
     assert metarl_config.run_spec(config, "E1", "gridworld", "vate", 0)["hparams"]["lr"] == 2.0
