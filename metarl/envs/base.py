@@ -13,10 +13,12 @@ Environments come in two forms:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # annotations only: analysis commands import this package without paying for torch
+    import torch
 
 Task = dict[str, Any]
 

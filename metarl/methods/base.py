@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import dataclasses
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import pandas as pd
-import torch
+if TYPE_CHECKING:  # annotations only: analysis commands import FINAL_STAGE without paying for torch
+    import pandas as pd
+    import torch
 
-from metarl.envs.base import Task, TaskFamily
+    from metarl.envs.base import Task, TaskFamily
 
 #: the evaluation stage used for learning curves and tables (the headline number); methods
 #: report finer stages too (episode 1/2/3, adaptation trajectory k, fast update k).

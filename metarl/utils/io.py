@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import torch
 
 
 @contextmanager
@@ -28,6 +27,8 @@ def atomic_path(path: str | os.PathLike):
 
 
 def save_torch(obj: Any, path) -> None:
+    import torch  # here, not at the top: most commands writing files never need torch
+
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
 
