@@ -21,7 +21,7 @@ rule aggregate:
         mem_mb=2000,
         runtime=10,
     shell:
-        "{METARL} aggregate --curves {input.curves} --evals {input.evals}"
+        "metarl aggregate --curves {input.curves} --evals {input.evals}"
         " --out-curves {output.curves} --out-evals {output.evals} > {log} 2>&1"
 
 
@@ -47,7 +47,7 @@ rule table:
         mem_mb=1000,
         runtime=10,
     shell:
-        "{METARL} table --evals {input} --prefix results/{wildcards.experiment}/table"
+        "metarl table --evals {input} --prefix results/{wildcards.experiment}/table"
         " --title {params.title:q} > {log} 2>&1"
 
 
@@ -74,7 +74,7 @@ rule plot_curves:
         mem_mb=2000,
         runtime=10,
     shell:
-        "{METARL} plot curves --data {input.curves} --style {params.style:q} {params.reference}"
+        "metarl plot curves --data {input.curves} --style {params.style:q} {params.reference}"
         " --title {params.title:q} --out {output} > {log} 2>&1"
 
 
@@ -99,5 +99,5 @@ rule plot_stages:
         mem_mb=2000,
         runtime=10,
     shell:
-        "{METARL} plot stages --data {input} --style {params.style:q} --title {params.title:q}"
+        "metarl plot stages --data {input} --style {params.style:q} --title {params.title:q}"
         " --out {output} > {log} 2>&1"

@@ -6,9 +6,11 @@ import sys
 
 from metarl import config as metarl_config
 
-# The interpreter running Snakemake, called directly: a version-manager shim in front of a
-# `metarl` script (pyenv, conda run) costs seconds per job, which dominates small jobs.
-METARL = f"{shlex.quote(sys.executable)} -m metarl"
+# `metarl` in rules runs on the interpreter running Snakemake, called directly: a
+# version-manager shim in front of the `metarl` script (pyenv, conda run) costs seconds per
+# job, which dominates small jobs. Snakemake's default strict-mode prefix is kept.
+# (Snakemake formats the prefix like a shell command, hence the doubled braces.)
+shell.prefix("set -euo pipefail; metarl() {{ " + shlex.quote(sys.executable) + ' -m metarl "$@"; }}; ')
 
 metarl_config.validate(config)
 

@@ -15,7 +15,7 @@ rule bayes_optimal:
         mem_mb=2000,
         runtime=10,
     shell:
-        "{METARL} bayes-optimal --out {output} > {log} 2>&1"
+        "metarl bayes-optimal --out {output} > {log} 2>&1"
 
 
 rule belief_figure:
@@ -39,5 +39,5 @@ rule belief_figure:
         mem_mb=2000,
         runtime=10,
     shell:
-        "{METARL} figure belief --model {input.model} --taskset {input.taskset} --dpi {params.dpi}"
+        "metarl figure belief --model {input.model} --taskset {input.taskset} --dpi {params.dpi}"
         " --out {output} > {log} 2>&1"

@@ -11,4 +11,4 @@ rule taskset:
         mem_mb=1000,
         runtime=10,
     shell:
-        "{METARL} taskset --family {wildcards.family} --seed {params.seed} --out {output} > {log} 2>&1"
+        "metarl taskset --family {wildcards.family} --seed {params.seed} --out {output} > {log} 2>&1"

@@ -21,7 +21,7 @@ rule train:
         runtime=job_resources("train")["runtime"],
         gpu=job_resources("train")["gpu"],
     shell:
-        "{METARL} train --spec {params.spec:q} --taskset {input.taskset} --out-dir {params.out_dir}"
+        "metarl train --spec {params.spec:q} --taskset {input.taskset} --out-dir {params.out_dir}"
         " --resume {params.resume} 2>&1 | tee {log}"
 
 
@@ -39,5 +39,5 @@ rule evaluate:
         runtime=job_resources("evaluate")["runtime"],
         gpu=job_resources("evaluate")["gpu"],
     shell:
-        "{METARL} evaluate --model {input.model} --taskset {input.taskset} --split {wildcards.split}"
+        "metarl evaluate --model {input.model} --taskset {input.taskset} --split {wildcards.split}"
         " --out {output} > {log} 2>&1"
