@@ -47,8 +47,8 @@ def bench(family: str, device: torch.device, grad_steps: int, context_batch: int
     steps = n_train * (hp.initial_steps // 10)
     rows = [(f"collection, {n_train} tasks stepped together, z ~ prior", f"{steps / wall:,.0f} env steps/s (CPU time {cpu / steps * 1e6:.1f} us/step)")]
     sampled = all_tasks[:hp.tasks_per_iteration]
-    wall, cpu = _timed(lambda: method.collect(sampled, hp.posterior_steps, posterior=True, context=False), 2, device)
-    steps = hp.tasks_per_iteration * hp.posterior_steps
+    wall, cpu = _timed(lambda: method.collect(sampled, hp.extra_rl_steps, posterior=True, context=False), 2, device)
+    steps = hp.tasks_per_iteration * hp.extra_rl_steps
     rows.append((f"collection, {hp.tasks_per_iteration} tasks, z ~ posterior (per-iteration setting)",
                  f"{steps / wall:,.0f} env steps/s (CPU time {cpu / steps * 1e6:.1f} us/step)"))
     wall, cpu = _timed(method.update, grad_steps, device)

@@ -11,7 +11,7 @@ from metarl.methods.pearl import PEARL
 LEARN_ITERATIONS = 6
 TINY = {"hidden": 32, "layers": 2, "encoder_hidden": 32, "encoder_layers": 2, "meta_batch": 4, "rl_batch": 16,
         "context_batch": 8, "tasks_per_iteration": 3, "initial_steps": 20, "prior_steps": 20,
-        "posterior_steps": 20, "grad_steps": 3, "eval_trajectories": 3, "eval_prior_trajectories": 1}
+        "extra_rl_steps": 20, "grad_steps": 3, "eval_trajectories": 3, "eval_prior_trajectories": 1}
 
 
 def make(family="point_robot", **overrides):
@@ -55,6 +55,16 @@ def test_sparse_family_evaluates_and_feeds_context_with_sparse_reward():
     assert (method.evaluate(method.tasks["test"])["return"] >= 0).all()
 
 
+def test_context_window_holds_prior_and_posterior_steps_not_extra_rl_steps():
+    # PEARL's collection: the encoder buffer is cleared, then gets the prior-z and posterior-z steps
+    method = make(initial_steps=20, prior_steps=40, posterior_steps=60, extra_rl_steps=20)
+    method.train_iteration()
+    buf, tasks = method.buffer, torch.arange(len(method.train_tasks))
+    sampled = tasks[buf.size == 20 + 120]
+    assert len(sampled) == 3 and (buf.ctx_len[sampled] == 100).all() and (buf.ctx_start[sampled] == 20).all()
+    assert (buf.ctx_len[buf.size == 20] == 20).all()
+
+
 @pytest.mark.parametrize("latent", ["cat(2,4)", "cat(2,4)+gau(2)", "dir(2,4)", "dir(2,4)+gau(2)"])
 def test_structured_latents_train(latent):
     method = make("dirichlet_point_robot", latent=latent)
@@ -92,7 +102,7 @@ def random_policy_return(method, tasks) -> float:
 def test_learns_dense_point_robot():
     torch.manual_seed(0)
     method = make(hidden=64, encoder_hidden=64, meta_batch=8, rl_batch=64, context_batch=32,
-                  tasks_per_iteration=5, initial_steps=200, prior_steps=100, posterior_steps=100,
+                  tasks_per_iteration=5, initial_steps=200, prior_steps=100, extra_rl_steps=100,
                   grad_steps=200, reward_scale=10, gamma=0.9, lr=1e-3, eval_trajectories=8,
                   eval_prior_trajectories=2)
     for _ in range(LEARN_ITERATIONS):

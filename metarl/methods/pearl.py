@@ -44,7 +44,8 @@ class Hyperparams:
     tasks_per_iteration: int = 5         # train tasks collected from per iteration
     initial_steps: int = 2000            # per train task, z from the prior, before training
     prior_steps: int = 400               # per sampled task and iteration, z ~ prior (RL + context)
-    posterior_steps: int = 600           # per sampled task and iteration, z ~ posterior (RL only)
+    posterior_steps: int = 0             # then z ~ posterior over the context so far (RL + context)
+    extra_rl_steps: int = 600            # then z ~ posterior, RL only (PEARL's extra RL steps)
     grad_steps: int = 2000               # per iteration
     gamma: float = 0.99
     tau: float = 0.005
@@ -131,9 +132,10 @@ class PEARLModel(nn.Module):
 class TaskReplay:
     """Transitions of every train task in one tensor ``(tasks, capacity, width)``, a ring per task.
 
-    The *context window* of a task is its most recent prior-z collection (PEARL clears a task's
-    encoder buffer before collecting for it); it is a slice of the same storage, so context costs
-    no extra memory. Capacity grows by doubling up to ``max_size``.
+    The *context window* of a task is what its most recent collection put in context: PEARL clears
+    a task's encoder buffer before collecting for it, then adds the prior-z and posterior-z steps
+    (not the extra RL steps, which come last). Context rows are therefore contiguous, a slice of
+    the same storage, so context costs no extra memory. Capacity grows by doubling up to ``max_size``.
     """
 
     def __init__(self, num_tasks: int, width: int, max_size: int, device: torch.device):
@@ -144,8 +146,10 @@ class TaskReplay:
         self.ctx_start = torch.zeros(num_tasks, dtype=torch.long, device=device)
         self.ctx_len = torch.zeros(num_tasks, dtype=torch.long, device=device)
 
-    def add(self, tasks: torch.Tensor, rows: torch.Tensor, valid: torch.Tensor, context: bool) -> None:
-        """Append ``rows`` (E, L, width) where ``valid`` (E, L) for the distinct ``tasks`` (E,)."""
+    def add(self, tasks: torch.Tensor, rows: torch.Tensor, valid: torch.Tensor, context: bool,
+            new_context: bool = True) -> None:
+        """Append ``rows`` (E, L, width) where ``valid`` (E, L) for the distinct ``tasks`` (E,);
+        with ``context`` they start the tasks' context window, or extend it without ``new_context``."""
         count = valid.sum(1)
         needed = int((self.ptr[tasks] + count).max())
         capacity = self.data.shape[1]
@@ -157,9 +161,11 @@ class TaskReplay:
         offsets = self.ptr[tasks, None] + valid.long().cumsum(1) - 1
         task_idx = tasks[:, None].expand_as(valid)
         self.data[task_idx[valid], offsets[valid] % capacity] = rows[valid]
-        if context:
+        if context and new_context:
             self.ctx_start[tasks] = self.ptr[tasks] % capacity
-            self.ctx_len[tasks] = count.clamp(max=capacity)
+            self.ctx_len[tasks] = 0
+        if context:
+            self.ctx_len[tasks] = (self.ctx_len[tasks] + count).clamp(max=capacity)
         self.ptr[tasks] += count
         self.size[tasks] = self.ptr[tasks].clamp(max=capacity)
 
@@ -252,25 +258,25 @@ class PEARL(Method):
             path.append(obs)
         return torch.stack(rows, 1), torch.stack(valid, 1), torch.stack(path, 1)
 
-    def collect(self, task_ids: torch.Tensor, steps: int, posterior: bool, context: bool) -> float:
+    def collect(self, task_ids: torch.Tensor, steps: int, posterior: bool, context: bool,
+                new_context: bool = True) -> float:
         """Roll out ``ceil(steps / horizon)`` trajectories on each of ``task_ids`` together, z
         resampled per trajectory from the prior or from the posterior over the task's context
-        window; store them. Returns the mean (context-reward) return."""
+        window, and store each before the next, so that posterior-z steps added to the context
+        (``context`` without ``new_context``) inform the following trajectories' posterior, as in
+        PEARL's collection. Returns the mean (context-reward) return."""
         env = self._env([self.train_tasks[i] for i in task_ids.tolist()])
-        rows, valid = [], []
-        for _ in range(math.ceil(steps / env.horizon)):
+        trajectories, total = math.ceil(steps / env.horizon), 0.0
+        for k in range(trajectories):
             with torch.no_grad():
                 post = (self.model.posterior(self.context_of(self.buffer.sample_context(task_ids, self.hp.context_batch)))
                         if posterior else self.latent.prior(len(task_ids), self.device))
                 z = self.latent.sample(post)
-            r, v, _ = self.rollout(env, z, deterministic=False)
-            rows.append(r)
-            valid.append(v)
-        rows, valid = torch.cat(rows, 1), torch.cat(valid, 1)
-        self.buffer.add(task_ids, rows, valid, context)
-        self.env_steps += int(valid.sum())
-        returns = (rows[..., self.cols["ctx_rew"]].squeeze(-1) * valid).sum(1) / math.ceil(steps / env.horizon)
-        return float(returns.mean())
+            rows, valid, _ = self.rollout(env, z, deterministic=False)
+            self.buffer.add(task_ids, rows, valid, context, new_context and k == 0)
+            self.env_steps += int(valid.sum())
+            total += float((rows[..., self.cols["ctx_rew"]].squeeze(-1) * valid).sum(1).mean())
+        return total / trajectories
 
     # ------------------------------------------------------------------------ training
 
@@ -321,7 +327,10 @@ class PEARL(Method):
         tasks = torch.randperm(len(self.train_tasks), device=self.device)[:hp.tasks_per_iteration]
         metrics["return_prior"] = self.collect(tasks, hp.prior_steps, posterior=False, context=True)
         if hp.posterior_steps > 0:
-            metrics["return"] = self.collect(tasks, hp.posterior_steps, posterior=True, context=False)
+            metrics["return_posterior"] = self.collect(tasks, hp.posterior_steps, posterior=True, context=True,
+                                                       new_context=False)
+        if hp.extra_rl_steps > 0:
+            metrics["return"] = self.collect(tasks, hp.extra_rl_steps, posterior=True, context=False)
         sums: dict[str, torch.Tensor] = {}
         for _ in range(hp.grad_steps):
             for key, value in self.update().items():
