@@ -23,6 +23,8 @@ include: "workflow/rules/tasksets.smk"
 include: "workflow/rules/training.smk"
 include: "workflow/rules/analysis.smk"
 include: "workflow/rules/e1.smk"
+include: "workflow/rules/e2.smk"
+include: "workflow/rules/e4.smk"
 
 
 rule all:

@@ -25,7 +25,7 @@ def _train(args) -> None:
 def _evaluate(args) -> None:
     from metarl.evaluation import evaluate
 
-    evaluate(args.model, args.taskset, args.split, args.out)
+    evaluate(args.model, args.taskset, args.splits, args.out)
 
 
 def _aggregate(args) -> None:
@@ -47,16 +47,28 @@ def _plot(args) -> None:
 
     style = json.loads(args.style)
     if args.kind == "curves":
-        plots.plot_curves(pd.read_csv(args.data), args.out, style, plots.load_reference(args.reference), args.title)
+        plots.plot_curves(pd.read_csv(args.data), args.out, style, plots.load_reference(args.reference), args.title,
+                          args.families, args.methods)
     else:
         plots.plot_stages(pd.read_csv(args.data), args.out, style, args.title)
 
 
 def _figure(args) -> None:
+    style = json.loads(args.style)
     if args.kind == "belief":
         from metarl.analysis.belief import plot_belief_rollout
 
-        plot_belief_rollout(args.model, args.taskset, args.out, dpi=args.dpi)
+        if len(args.models) != 1:
+            raise SystemExit(f"figure belief draws one model, got --models {' '.join(args.models)}")
+        plot_belief_rollout(args.models[0], args.taskset, args.out, dpi=style["dpi"])
+    elif args.kind == "prior-samples":
+        from metarl.analysis.pearl_figures import prior_samples_figure
+
+        prior_samples_figure(args.models, args.taskset, args.out, plot=style)
+    else:
+        from metarl.analysis.pearl_figures import adaptation_figure
+
+        adaptation_figure(args.models, args.taskset, args.out, plot=style)
 
 
 def _bench(args) -> None:
@@ -90,10 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-every", type=float, default=60.0, help="seconds between checkpoints")
     p.set_defaults(func=_train)
 
-    p = sub.add_parser("evaluate", help="evaluate a trained model on one split")
+    p = sub.add_parser("evaluate", help="evaluate a trained model on the given splits (one CSV)")
     p.add_argument("--model", required=True)
     p.add_argument("--taskset", required=True)
-    p.add_argument("--split", required=True)
+    p.add_argument("--splits", nargs="+", required=True)
     p.add_argument("--out", required=True)
     p.set_defaults(func=_evaluate)
 
@@ -115,15 +127,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="aggregated curves.csv (curves) or evals.csv (stages)")
     p.add_argument("--style", required=True, help="the config's plot section as JSON")
     p.add_argument("--reference", help="JSON with reference lines {label, values: {family: value}}")
+    p.add_argument("--families", nargs="+", help="curves: only these families (default: all)")
+    p.add_argument("--methods", nargs="+", help="curves: only these methods, in this order (default: all)")
     p.add_argument("--title", default="")
     p.add_argument("--out", required=True)
     p.set_defaults(func=_plot)
 
-    p = sub.add_parser("figure", help="experiment-specific figures drawn from a trained model")
-    p.add_argument("kind", choices=["belief"])
-    p.add_argument("--model", required=True)
+    p = sub.add_parser("figure", help="experiment-specific figures drawn from trained models: E1 belief "
+                       "rollout (one model), E4 trajectories from prior samples or during online adaptation")
+    p.add_argument("kind", choices=["belief", "prior-samples", "adaptation"])
+    p.add_argument("--models", nargs="+", required=True, help="model.pt files, one panel (row) each")
     p.add_argument("--taskset", required=True)
-    p.add_argument("--dpi", type=int, default=150)
+    p.add_argument("--style", required=True, help="the config's plot section as JSON")
     p.add_argument("--out", required=True)
     p.set_defaults(func=_figure)
 

@@ -72,7 +72,7 @@ def test_learning_rate_change_reruns_only_that_method(workdir, smoke_config):
     set_config(workdir, config)
     jobs = dry_run(workdir)
     assert {w for r, w in jobs if r == "train"} == {"experiment=E1, family=gridworld, method=rl2_10, seed=0"}
-    assert {w for r, w in jobs if r == "evaluate"} == {"experiment=E1, family=gridworld, method=rl2_10, seed=0, split=test"}
+    assert {w for r, w in jobs if r == "evaluate"} == {"experiment=E1, family=gridworld, method=rl2_10, seed=0"}
     assert rules(jobs) == {"train", "evaluate", "aggregate", "table", "plot_curves", "plot_stages", "belief_figure", "all"}
     assert ("belief_figure", "method=rl2_10") in jobs and ("belief_figure", "method=vate") not in jobs
 

@@ -27,14 +27,22 @@ def _save(grid, out_png, dpi: int) -> None:
     plt.close(grid.figure)
 
 
-def plot_curves(curves: pd.DataFrame, out_png, style: dict, reference: dict | None = None, title: str = "") -> None:
+def plot_curves(curves: pd.DataFrame, out_png, style: dict, reference: dict | None = None, title: str = "",
+                families: list[str] | None = None, methods: list[str] | None = None) -> None:
     """Return of the headline stage vs meta-training env steps; mean ± spread over seeds,
-    one panel per (split, family); optional reference lines per family."""
+    one panel per (split, family); optional reference lines per family. ``families`` and
+    ``methods`` restrict the figure to a subset (e.g. an ablation study)."""
     apply_style(style)
     data = curves[curves.stage == FINAL_STAGE].copy()
+    for column, keep in (("family", families), ("method", methods)):
+        if keep:
+            missing = sorted(set(keep) - set(data[column]))
+            if missing:
+                raise ValueError(f"{column} {missing} not in the curves; present: {sorted(data[column].unique())}")
+            data = data[data[column].isin(keep)]
     # seeds may differ slightly in env steps (early terminations): align them on the iteration
     data["env_steps"] = data.groupby(["family", "method", "iteration"])["env_steps"].transform("mean")
-    grid = sns.relplot(data=data, x="env_steps", y="return", hue="method", row="split", col="family",
+    grid = sns.relplot(data=data, x="env_steps", y="return", hue="method", hue_order=methods, row="split", col="family",
                        kind="line", errorbar=ERRORBAR[style["spread"]], facet_kws={"sharey": False, "sharex": False},
                        height=3.2, aspect=1.3)
     if reference:

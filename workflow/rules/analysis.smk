@@ -6,11 +6,7 @@ rule aggregate:
     localrule: True
     input:
         curves=lambda w: [f"{d}/curve.csv" for d in run_dirs(w.experiment)],
-        evals=lambda w: [
-            f"{d}/eval_{split}.csv"
-            for d in run_dirs(w.experiment)
-            for split in config["experiments"][w.experiment]["eval_splits"]
-        ],
+        evals=lambda w: [f"{d}/eval.csv" for d in run_dirs(w.experiment)],
     output:
         curves="results/{experiment}/curves.csv",
         evals="results/{experiment}/evals.csv",

@@ -22,7 +22,6 @@ wildcard_constraints:
     family="[a-z0-9_]+",
     method="[a-z0-9_]+",
     seed=r"\d+",
-    split="[A-Za-z0-9_]+",
 
 
 def run_dirs(experiment):

@@ -1,6 +1,6 @@
 # E1 extras: the exact Bayes-optimal return (reference line) and the belief-rollout figure.
 REFERENCE_LINES["E1"] = "results/E1/bayes_optimal.json"
-BELIEF_METHODS = [m for m in ("vate", "rl2_10") if m in config["experiments"]["E1"]["methods"]]
+BELIEF_METHODS = [m for m in ("vate", "rl2_10") if m in config["experiments"].get("E1", {}).get("methods", [])]
 EXTRA_FIGURES["E1"] = [f"results/E1/figures/belief_{m}.png" for m in BELIEF_METHODS]
 
 
@@ -31,7 +31,8 @@ rule belief_figure:
             labels={"experiment": "E1", "kind": "belief rollout ({method})"},
         ),
     params:
-        dpi=config["plot"]["dpi"],
+        # only the style key this figure uses, so other style edits do not redraw it
+        style=json.dumps({"dpi": config["plot"]["dpi"]}),
     log:
         "results/logs/E1/belief_{method}.log",
     threads: 1
@@ -39,5 +40,5 @@ rule belief_figure:
         mem_mb=2000,
         runtime=10,
     shell:
-        "metarl figure belief --model {input.model} --taskset {input.taskset} --dpi {params.dpi}"
+        "metarl figure belief --models {input.model} --taskset {input.taskset} --style {params.style:q}"
         " --out {output} > {log} 2>&1"

@@ -30,14 +30,17 @@ rule evaluate:
         taskset="results/tasksets/{family}.json",
         model=f"{RUN}/model.pt",
     output:
-        f"{RUN}/eval_{{split}}.csv",
+        f"{RUN}/eval.csv",
+    params:
+        # one job for all splits: a job costs seconds of start-up (torch import, model build)
+        splits=lambda w: " ".join(config["experiments"][w.experiment]["eval_splits"]),
     log:
-        "results/logs/evaluate/{experiment}/{family}/{method}/seed{seed}_{split}.log",
+        "results/logs/evaluate/{experiment}/{family}/{method}/seed{seed}.log",
     threads: job_resources("evaluate")["threads"]
     resources:
         mem_mb=job_resources("evaluate")["mem_mb"],
         runtime=job_resources("evaluate")["runtime"],
         gpu=job_resources("evaluate")["gpu"],
     shell:
-        "metarl evaluate --model {input.model} --taskset {input.taskset} --split {wildcards.split}"
+        "metarl evaluate --model {input.model} --taskset {input.taskset} --splits {params.splits}"
         " --out {output} > {log} 2>&1"

@@ -1,0 +1,80 @@
+"""The figure commands the DAG calls: they draw what was asked (subsets, one row per model) and
+refuse inputs they cannot draw, naming them."""
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.image import imread
+
+from metarl import cli
+from metarl import config as metarl_config
+from metarl.tasksets import write_taskset
+from metarl.training import train
+
+STYLE = '{"style": "whitegrid", "context": "paper", "palette": "colorblind", "spread": "sd", "dpi": 40}'
+
+
+def synthetic_curves() -> pd.DataFrame:
+    rows = []
+    for family in ("reacher_2link", "wheeled"):
+        for method in ("tesp", "tesp_v1", "maml"):
+            for seed in (0, 1):
+                for iteration in (1, 2):
+                    rows.append({"family": family, "method": method, "seed": seed, "iteration": iteration,
+                                 "env_steps": 100 * iteration, "split": "D", "stage": "final",
+                                 "return": float(iteration + seed)})
+    return pd.DataFrame(rows)
+
+
+def test_curves_subset_draws_one_panel_per_kept_family(tmp_path):
+    data = tmp_path / "curves.csv"
+    synthetic_curves().to_csv(data, index=False)
+    whole, subset = tmp_path / "whole.png", tmp_path / "subset.png"
+    cli.main(["plot", "curves", "--data", str(data), "--style", STYLE, "--out", str(whole)])
+    cli.main(["plot", "curves", "--data", str(data), "--style", STYLE, "--families", "reacher_2link",
+              "--methods", "tesp", "tesp_v1", "--out", str(subset)])
+    # two family columns against one: the subset figure is clearly narrower
+    assert imread(subset).shape[1] < 0.7 * imread(whole).shape[1]
+
+
+def test_curves_subset_names_a_missing_method(tmp_path):
+    data = tmp_path / "curves.csv"
+    synthetic_curves().to_csv(data, index=False)
+    with pytest.raises(ValueError, match=r"method \['tesp_v9'\] not in the curves"):
+        cli.main(["plot", "curves", "--data", str(data), "--style", STYLE, "--methods", "tesp", "tesp_v9",
+                  "--out", str(tmp_path / "x.png")])
+
+
+@pytest.fixture(scope="module")
+def e4_models(tmp_path_factory, repo_config):
+    """Two smoke-scale E4 models (Gaussian and Dirichlet latents) and their task set."""
+    root = tmp_path_factory.mktemp("e4")
+    config = {**repo_config, "scale": "smoke"}
+    taskset = root / "dirichlet_point_robot.json"
+    write_taskset("dirichlet_point_robot", 0, taskset)
+    models = []
+    for method in ("pearl_gau5", "pearl_dir24"):
+        spec = metarl_config.run_spec(config, "E4", "dirichlet_point_robot", method, 0)
+        spec["iterations"] = 1
+        train(spec, taskset, root / method, root / f"{method}.resume", log=lambda line: None)
+        models.append(str(root / method / "model.pt"))
+    return models, str(taskset)
+
+
+@pytest.mark.parametrize("kind", ["prior-samples", "adaptation"])
+def test_e4_figures_have_one_row_per_model(tmp_path, e4_models, kind):
+    models, taskset = e4_models
+    heights = []
+    for chosen in (models[:1], models):
+        out = tmp_path / f"{kind}_{len(chosen)}.png"
+        cli.main(["figure", kind, "--models", *chosen, "--taskset", taskset, "--style", STYLE, "--out", str(out)])
+        image = imread(out)
+        assert image.ndim == 3 and np.ptp(image[..., :3]) > 0  # drawn, not blank
+        heights.append(image.shape[0])
+    if kind == "adaptation":  # rows are models (prior samples put models side by side)
+        assert heights[1] > 1.5 * heights[0]
+
+
+def test_belief_figure_takes_exactly_one_model(tmp_path):
+    with pytest.raises(SystemExit, match="draws one model"):
+        cli.main(["figure", "belief", "--models", "a.pt", "b.pt", "--taskset", "t.json", "--style", STYLE,
+                  "--out", str(tmp_path / "x.png")])
