@@ -60,7 +60,8 @@ def prior_samples_figure(model_paths: list, taskset_path, out_path, samples: int
         plot_paths(ax, paths.numpy(), other_goals=all_goals, semicircle=True,
                    colors=sns.color_palette(plot["palette"], samples),
                    title=f"{spec['method']} ({method.hp.latent})")
-    fig.suptitle("Trajectories from prior samples of z (crosses: all goals)", y=1.04)
+    fig.suptitle("Trajectories from prior samples of z (crosses: all goals)")
+    fig.tight_layout()
     _save(fig, out_path, plot)
 
 
@@ -92,5 +93,6 @@ def adaptation_figure(model_paths: list, taskset_path, out_path, split: str = "t
         for c in range(len(columns), n_cols):
             axes[r, c].axis("off")
         axes[r, 0].set_ylabel(spec["method"])
-    fig.suptitle(f"Online adaptation on the {split} goals", y=1.1)
+    fig.suptitle(f"Online adaptation on the {split} goals")
+    fig.tight_layout()  # room for the suptitle whatever the number of rows
     _save(fig, out_path, plot)
