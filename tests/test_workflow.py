@@ -26,11 +26,13 @@ def set_config(workdir, config):
 
 @pytest.fixture(scope="module")
 def smoke_config(repo_config):
-    """E1 alone with two methods at smoke scale: enough to exercise every rule quickly."""
+    """E1 with two methods and E4 with one, at smoke scale: every rule but E2's ablation figure,
+    each experiment's extra figures included, in well under a minute of training."""
     config = yaml.safe_load(yaml.safe_dump(repo_config))
     config["scale"] = "smoke"
-    config["experiments"] = {"E1": config["experiments"]["E1"]}
+    config["experiments"] = {name: config["experiments"][name] for name in ("E1", "E4")}
     config["experiments"]["E1"]["methods"] = ["vate", "rl2_10"]
+    config["experiments"]["E4"]["methods"] = ["pearl_dir24"]
     return config
 
 
@@ -62,8 +64,23 @@ def test_fresh_clone_has_work_to_do(tmp_path, repo_config):
 
 def test_completed_run_is_up_to_date(workdir):
     assert dry_run(workdir) == set()
-    for name in ["table.html", "table.md", "figures/curves.png", "figures/stages.png", "figures/belief_vate.png"]:
-        assert (workdir / "results" / "E1" / name).stat().st_size > 0
+    for name in ["E1/table.html", "E1/table.md", "E1/figures/curves.png", "E1/figures/stages.png",
+                 "E1/figures/belief_vate.png", "E4/table.html", "E4/figures/prior_samples.png",
+                 "E4/figures/adaptation.png"]:
+        assert (workdir / "results" / name).stat().st_size > 0
+
+
+def test_report_holds_every_table_and_figure_with_its_caption(workdir):
+    out = subprocess.run(["snakemake", "--report", "report.html"], cwd=workdir, capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    html = (workdir / "report.html").read_text()
+    for name in ["curves.png", "stages.png", "belief_vate.png", "belief_rl2_10.png", "prior_samples.png",
+                 "adaptation.png", "table.html"]:
+        assert name in html, f"{name} missing from the report"
+    # the E4 caption is one Jinja template: each figure gets its own text, rendered
+    assert html.count("Online adaptation on the test goals") == 1
+    assert html.count("Trajectories of the seed-0 model") == 1
+    assert "snakemake.wildcards" not in html
 
 
 def test_learning_rate_change_reruns_only_that_method(workdir, smoke_config):
@@ -81,7 +98,7 @@ def test_plot_style_change_reruns_only_plotting(workdir, smoke_config):
     config = yaml.safe_load(yaml.safe_dump(smoke_config))
     config["plot"]["style"] = "ticks"
     set_config(workdir, config)
-    assert rules(dry_run(workdir)) == {"plot_curves", "plot_stages", "all"}
+    assert rules(dry_run(workdir)) == {"plot_curves", "plot_stages", "e4_figure", "all"}
 
 
 def test_new_seed_adds_only_its_jobs(workdir, smoke_config):

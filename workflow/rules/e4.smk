@@ -24,7 +24,7 @@ rule e4_figure:
     output:
         report(
             "results/E4/figures/{kind}.png",
-            caption="../report/e4_{kind}.rst",
+            caption="../report/e4_figure.rst",  # Jinja: one text per kind
             category="E4",
             labels={"experiment": "E4", "kind": "{kind}"},
         ),
