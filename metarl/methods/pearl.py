@@ -330,7 +330,9 @@ class PEARL(Method):
             metrics["return_posterior"] = self.collect(tasks, hp.posterior_steps, posterior=True, context=True,
                                                        new_context=False)
         if hp.extra_rl_steps > 0:
-            metrics["return"] = self.collect(tasks, hp.extra_rl_steps, posterior=True, context=False)
+            metrics["return_extra_rl"] = self.collect(tasks, hp.extra_rl_steps, posterior=True, context=False)
+        # the progress line's "return": the iteration's last trajectories
+        metrics["return"] = metrics.get("return_extra_rl", metrics.get("return_posterior", metrics["return_prior"]))
         sums: dict[str, torch.Tensor] = {}
         for _ in range(hp.grad_steps):
             for key, value in self.update().items():
