@@ -6,8 +6,6 @@ import argparse
 import json
 import sys
 
-import pandas as pd
-
 
 def _taskset(args) -> None:
     from metarl.tasksets import write_taskset
@@ -37,12 +35,16 @@ def _aggregate(args) -> None:
 
 
 def _table(args) -> None:
+    import pandas as pd
+
     from metarl.analysis.tables import write_tables
 
     write_tables(pd.read_csv(args.evals), args.prefix, args.title)
 
 
 def _plot(args) -> None:
+    import pandas as pd
+
     from metarl.analysis import plots
 
     style = json.loads(args.style)

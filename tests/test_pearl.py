@@ -7,7 +7,6 @@ import torch
 from metarl.envs import get_family
 from metarl.methods.pearl import PEARL
 
-
 LEARN_ITERATIONS = 6
 TINY = {"hidden": 32, "layers": 2, "encoder_hidden": 32, "encoder_layers": 2, "meta_batch": 4, "rl_batch": 16,
         "context_batch": 8, "tasks_per_iteration": 3, "initial_steps": 20, "prior_steps": 20,

@@ -28,7 +28,7 @@ _REGISTRY: dict[str, tuple[str, str, str, str]] = {
 
 FAMILY_NAMES = tuple(_REGISTRY)
 
-for _name, (_module, _family, _env, _gym_id) in _REGISTRY.items():
+for _module, _family, _env, _gym_id in _REGISTRY.values():
     if _gym_id not in gym.registry:
         gym.register(id=_gym_id, entry_point=f"{_module}:{_env}")
 

@@ -6,9 +6,10 @@ import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+if TYPE_CHECKING:  # only for annotations: task-set jobs never load pandas
+    import pandas as pd
 
 
 @contextmanager
