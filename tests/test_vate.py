@@ -135,4 +135,4 @@ def test_lr_anneals_linearly_with_training_progress(anneal):
     for progress, expected in [(0.0, 1e-3), (0.75, 2.5e-4)]:
         method.progress = progress
         method.train_iteration()
-        assert method.optimizer.param_groups[0]["lr"] == pytest.approx(expected if anneal else 1e-3)
+        assert method.optimizer.lr == pytest.approx(expected if anneal else 1e-3)

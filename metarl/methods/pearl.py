@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import functools
 import itertools
 import math
 
@@ -26,6 +25,7 @@ from torch import nn
 from metarl.envs.base import Task, TaskFamily
 from metarl.latents import LatentSpace
 from metarl.methods.base import FINAL_STAGE, Method
+from metarl.optim import Adam
 
 
 @dataclasses.dataclass
@@ -203,6 +203,7 @@ class PEARL(Method):
         self.act_high = torch.as_tensor(space.high, dtype=torch.float32, device=device)
         latent = LatentSpace.parse(hp.latent, hp.gumbel_temperature, hp.dirichlet_alpha)
         self.model = PEARLModel(self.obs_dim, self.act_dim, latent, hp).to(device)
+        self.optimizer = Adam([p for p in self.model.parameters() if p.requires_grad], lr=hp.lr, fused=True)
         self.latent = latent
         # row layout: obs | action | reward (dense, for the critic) | context reward | next obs | terminated
         o, a = self.obs_dim, self.act_dim
@@ -212,13 +213,6 @@ class PEARL(Method):
         self.buffer = TaskReplay(len(self.train_tasks), 2 * o + a + 3, hp.buffer_size, device)
         self._envs: dict[int, object] = {}
         self.initialised = False
-
-    @functools.cached_property
-    def optimizer(self) -> torch.optim.Optimizer:
-        # created on first use: evaluation never needs one, and a process's first optimizer
-        # imports torch._dynamo, which costs seconds per evaluation job
-        return torch.optim.Adam([p for p in self.model.parameters() if p.requires_grad],
-                                lr=self.hp.lr, fused=True)
 
     # ------------------------------------------------------------------------ helpers
 
@@ -309,7 +303,7 @@ class PEARL(Method):
         v_loss = ((v - (q_new - log_pi).detach()) ** 2).mean()
         pi_loss = (log_pi - q_new).mean() + hp.policy_reg * ((mean ** 2).mean() + (log_std ** 2).mean())
 
-        self.optimizer.zero_grad(set_to_none=True)
+        self.optimizer.zero_grad()
         (q_loss + hp.kl_lambda * kl + v_loss + pi_loss).backward()
         self.optimizer.step()
         with torch.no_grad():

@@ -26,7 +26,6 @@ as -sum_k g_k times it, without second derivatives through the g_k.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 from dataclasses import dataclass, field
 
@@ -37,6 +36,7 @@ from torch import Tensor, nn
 from metarl.envs.base import BatchedEnv, Task, TaskFamily
 from metarl.methods.base import FINAL_STAGE, Method
 from metarl.nets import mlp
+from metarl.optim import Adam
 
 EMBEDDINGS = ("encoder", "task_vector", "none")
 
@@ -243,13 +243,8 @@ class TESP(Method):
         if hparams.meta_batch > len(tasks[train_split]):
             raise ValueError(f"meta_batch {hparams.meta_batch} exceeds the {len(tasks[train_split])} training tasks")
         self.model = TESPModel(family.obs_dim, family.act_dim, hparams).to(device)
+        self.optimizer = Adam([p for p in self.model.parameters() if p.requires_grad], lr=hparams.lr)
         self._envs: dict[int, BatchedEnv] = {}
-
-    @functools.cached_property
-    def optimizer(self) -> torch.optim.Optimizer:
-        # created on first use: evaluation never needs one, and a process's first optimizer
-        # imports torch._dynamo, which costs seconds per evaluation job
-        return torch.optim.Adam([p for p in self.model.parameters() if p.requires_grad], lr=self.hp.lr)
 
     # -- sampling -------------------------------------------------------------------------------
     def _env(self, tasks: list[Task], episodes_per_task: int) -> BatchedEnv:

@@ -21,7 +21,6 @@ keeps its full history).
 from __future__ import annotations
 
 import dataclasses
-import functools
 
 import pandas as pd
 import torch
@@ -31,6 +30,7 @@ from torch import nn
 from metarl.envs.base import Task, TaskFamily
 from metarl.methods.base import FINAL_STAGE, Method
 from metarl.nets import mlp
+from metarl.optim import Adam
 
 
 @dataclasses.dataclass
@@ -124,14 +124,9 @@ class VATE(Method):
         self.steps = family.horizon * self.episodes  # meta-episode length
         self.grid_size = family.size
         self.model = VATEModel(family.obs_dim, family.act_dim, self.grid_size ** 2, hparams).to(device)
+        self.optimizer = Adam(self.model.parameters(), lr=hparams.lr)
         self.train_goals = self._goals(tasks[train_split])
         self.env = family.make_batched(hparams.num_envs, device)
-
-    @functools.cached_property
-    def optimizer(self) -> torch.optim.Optimizer:
-        # created on first use: evaluation never needs one, and a process's first optimizer
-        # imports torch._dynamo, which costs seconds per evaluation job
-        return torch.optim.Adam(self.model.parameters(), lr=self.hp.lr)
 
     def _goals(self, tasks: list[Task]) -> torch.Tensor:
         return torch.tensor([t["goal"] for t in tasks], dtype=torch.long, device=self.device)
@@ -191,8 +186,7 @@ class VATE(Method):
     def train_iteration(self) -> dict[str, float]:
         hp, model = self.hp, self.model
         if hp.anneal_lr:  # a constant rate lets late PPO updates undo a good policy
-            for group in self.optimizer.param_groups:
-                group["lr"] = hp.lr * (1.0 - self.progress)
+            self.optimizer.lr = hp.lr * (1.0 - self.progress)
         self.env.set_goals(self.train_goals[torch.randint(len(self.train_goals), (hp.num_envs,), device=self.device)])
         traj = self.rollout(self.env)
         self.env_steps += hp.num_envs * self.steps
