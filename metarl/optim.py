@@ -1,7 +1,7 @@
 """Adam for one parameter group, without ``torch.optim.Optimizer``.
 
 Every pipeline job is a fresh process, and the first use of a ``torch.optim.Optimizer`` imports
-``torch._dynamo`` (about 1.5 s) only to wrap its methods in ``dynamo.disable``: longer than a
+``torch._dynamo`` (1.5–2 s) only to wrap its methods in ``dynamo.disable``: longer than a
 whole smoke-scale training run. ``Adam`` keeps the state itself and calls torch's own functional
 Adam (``torch.optim.adam.adam``) exactly as ``torch.optim.Adam.step`` does, so the updates are
 bit-identical to ``torch.optim.Adam(params, lr, fused=...)`` (tested).
