@@ -43,8 +43,8 @@ def plot_curves(curves: pd.DataFrame, out_png, style: dict, reference: dict | No
     # seeds may differ slightly in env steps (early terminations): align them on the iteration
     data["env_steps"] = data.groupby(["family", "method", "iteration"])["env_steps"].transform("mean")
     grid = sns.relplot(data=data, x="env_steps", y="return", hue="method", hue_order=methods, row="split", col="family",
-                       kind="line", errorbar=ERRORBAR[style["spread"]], facet_kws={"sharey": False, "sharex": False},
-                       height=3.2, aspect=1.3)
+                       kind="line", marker="o", errorbar=ERRORBAR[style["spread"]],  # marker: one-point curves show
+                       facet_kws={"sharey": False, "sharex": False}, height=3.2, aspect=1.3)
     if reference:
         for (_, family), ax in grid.axes_dict.items():
             if family in reference["values"]:
