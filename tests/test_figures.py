@@ -36,6 +36,21 @@ def test_curves_subset_draws_one_panel_per_kept_family(tmp_path):
     assert imread(subset).shape[1] < 0.7 * imread(whole).shape[1]
 
 
+def test_curves_of_many_families_wrap_into_rows_of_four(tmp_path):
+    """E3 has eight families on one split: two rows of four, not one strip of eight; the reference
+    line (looked up per family) is still drawn."""
+    curves = synthetic_curves()
+    curves = pd.concat([curves.assign(family=f"{family}_{k}") for k in range(4) for family in ("a", "b")])
+    data, reference = tmp_path / "curves.csv", tmp_path / "reference.json"
+    curves.to_csv(data, index=False)
+    reference.write_text('{"label": "oracle", "values": {"a_0": 2.5}}')
+    png = tmp_path / "wrapped.png"
+    cli.main(["plot", "curves", "--data", str(data), "--style", STYLE, "--reference", str(reference),
+              "--out", str(png)])
+    height, width = imread(png).shape[:2]
+    assert 2 < width / height < 4  # 4 x 2 panels of aspect 1.3 plus legend; one row of 8 is ~11
+
+
 def test_curves_subset_names_a_missing_method(tmp_path):
     data = tmp_path / "curves.csv"
     synthetic_curves().to_csv(data, index=False)

@@ -15,10 +15,24 @@ from metarl.methods import FINAL_STAGE
 from metarl.utils.io import atomic_path
 
 ERRORBAR = {"sd": "sd", "se": "se", "ci95": ("ci", 95)}
+MAX_COLUMNS = 4  # a single-split figure wraps its family panels into rows of this many
 
 
 def apply_style(style: dict) -> None:
     sns.set_theme(style=style["style"], context=style["context"], palette=style["palette"])
+
+
+def _facets(data: pd.DataFrame) -> dict:
+    """One panel per (split, family): a split per row, or, with one split, families wrapped
+    into rows so that eight families do not make one very wide strip."""
+    if data.split.nunique() > 1:
+        return {"row": "split", "col": "family"}
+    return {"col": "family", "col_wrap": min(MAX_COLUMNS, data.family.nunique())}
+
+
+def _title_panels(grid, data: pd.DataFrame) -> None:
+    if data.split.nunique() == 1:  # wrapped panels lose the split row label: keep it in the title
+        grid.set_titles(f"{{col_name}} ({data.split.iloc[0]})")
 
 
 def _save(grid, out_png, dpi: int) -> None:
@@ -42,11 +56,13 @@ def plot_curves(curves: pd.DataFrame, out_png, style: dict, reference: dict | No
             data = data[data[column].isin(keep)]
     # seeds may differ slightly in env steps (early terminations): align them on the iteration
     data["env_steps"] = data.groupby(["family", "method", "iteration"])["env_steps"].transform("mean")
-    grid = sns.relplot(data=data, x="env_steps", y="return", hue="method", hue_order=methods, row="split", col="family",
+    grid = sns.relplot(data=data, x="env_steps", y="return", hue="method", hue_order=methods, **_facets(data),
                        kind="line", marker="o", errorbar=ERRORBAR[style["spread"]],  # marker: one-point curves show
                        facet_kws={"sharey": False, "sharex": False}, height=3.2, aspect=1.3)
+    _title_panels(grid, data)
     if reference:
-        for (_, family), ax in grid.axes_dict.items():
+        for key, ax in grid.axes_dict.items():
+            family = key[1] if isinstance(key, tuple) else key
             if family in reference["values"]:
                 line = ax.axhline(reference["values"][family], ls="--", color="black", lw=1, label=reference["label"])
                 ax.legend(handles=[line], loc="lower right", fontsize="small")
@@ -62,10 +78,11 @@ def plot_stages(evals: pd.DataFrame, out_png, style: dict, title: str = "") -> N
     per_seed = evals.groupby(["family", "split", "method", "seed", "stage"], as_index=False)["return"].mean()
     per_seed = per_seed[per_seed.stage != FINAL_STAGE]
     order = [s for s in stage_order(evals) if s != FINAL_STAGE]
-    grid = sns.catplot(data=per_seed, x="stage", y="return", hue="method", row="split", col="family",
+    grid = sns.catplot(data=per_seed, x="stage", y="return", hue="method", **_facets(per_seed),
                        kind="point", order=order, errorbar=ERRORBAR[style["spread"]],
                        dodge=0.3 if per_seed.method.nunique() > 1 else False,
                        sharey=False, height=3.2, aspect=1.3)
+    _title_panels(grid, per_seed)
     grid.set_axis_labels("evaluation stage", "return")
     for ax in grid.axes.flat:
         ax.tick_params(axis="x", rotation=45)
