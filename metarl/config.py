@@ -7,6 +7,7 @@ Precedence of hyper-parameters, lowest first:
   experiments.<E>.scales.<scale>.hparams (budget-like keys shared by the experiment's methods)
   experiments.<E>.scales.<scale>.families.<family>
   experiments.<E>.scales.<scale>.methods.<m>
+The run length (iterations, eval_every) is the scale's, or experiments.<E>.scales.<scale>.family_budgets.<family>.
 Each job receives only its resolved spec, so editing one method reruns only its jobs.
 """
 from __future__ import annotations
@@ -60,10 +61,11 @@ def validate(config: dict, schema_path=SCHEMA_PATH) -> None:
                     raise ConfigError(f"experiments.{exp_name}.{where}: method {m!r} is not among the "
                                       f"experiment's methods {exp['methods']}")
         for scale_name, scale in exp["scales"].items():
-            outside = sorted(set(scale.get("families", {})) - set(exp["families"]))
-            if outside:
-                raise ConfigError(f"experiments.{exp_name}.scales.{scale_name}.families: {outside} not among the "
-                                  f"experiment's families {exp['families']}")
+            for key in ("families", "family_budgets"):
+                outside = sorted(set(scale.get(key, {})) - set(exp["families"]))
+                if outside:
+                    raise ConfigError(f"experiments.{exp_name}.scales.{scale_name}.{key}: {outside} not among the "
+                                      f"experiment's families {exp['families']}")
         if config["scale"] not in exp["scales"]:
             raise ConfigError(f"experiments.{exp_name}.scales has no entry for scale {config['scale']!r}; "
                               f"defined: {sorted(exp['scales'])}")
@@ -94,9 +96,11 @@ def run_spec(config: dict, experiment: str, family: str, method: str, seed: int)
                   scale.get("hparams"), scale.get("families", {}).get(family),
                   scale.get("methods", {}).get(method)):
         hparams = deep_merge(hparams, layer or {})
+    budget = {"iterations": scale["iterations"], "eval_every": scale["eval_every"],
+              **scale.get("family_budgets", {}).get(family, {})}
     return {
         "experiment": experiment, "family": family, "method": method, "algo": mcfg["algo"], "seed": seed,
-        "iterations": scale["iterations"], "eval_every": scale["eval_every"], "eval_tasks": scale.get("eval_tasks"),
+        **budget, "eval_tasks": scale.get("eval_tasks"),
         "train_split": exp["train_split"], "curve_splits": exp["curve_splits"],
         "hparams": hparams, "device": config["device"], "threads": config["resources"]["train"]["threads"],
     }

@@ -37,6 +37,10 @@ def _break(config, path, value):
     (["device"], "tpu", ["device", "tpu"]),
     (["experiments", "E1", "scales", "quick", "families"], {"point_robot": {"lr": 1.0}},
      ["experiments.E1.scales.quick.families", "point_robot", "gridworld"]),
+    (["experiments", "E1", "scales", "quick", "family_budgets"], {"point_robot": {"iterations": 5}},
+     ["experiments.E1.scales.quick.family_budgets", "point_robot", "gridworld"]),
+    (["experiments", "E1", "scales", "quick", "family_budgets"], {"gridworld": {"iterationz": 5}},
+     ["experiments.E1.scales.quick.family_budgets.gridworld", "iterationz", "unexpected"]),
 ])
 def test_bad_config_names_the_problem(config, path, value, expected):
     with pytest.raises(ConfigError) as err:
@@ -70,3 +74,15 @@ def test_hyperparameter_precedence(config):
     assert metarl_config.run_spec(config, "E1", "gridworld", "vate", 0)["hparams"]["latent_dim"] == 4
     exp["scales"]["quick"]["hparams"] = {}
     assert metarl_config.run_spec(config, "E1", "gridworld", "vate", 0)["hparams"]["lr"] == 2.0
+
+
+def test_family_budget_sets_the_run_length_of_that_family_only(config):
+    exp = config["experiments"]["E3"]
+    exp["scales"]["quick"].update(iterations=20, eval_every=5,
+                                  family_budgets={"sparse_point_robot": {"iterations": 100}})
+    config["scale"] = "quick"
+    sparse = metarl_config.run_spec(config, "E3", "sparse_point_robot", "pearl", 0)
+    dense = metarl_config.run_spec(config, "E3", "point_robot", "pearl", 0)
+    assert (sparse["iterations"], sparse["eval_every"]) == (100, 5)
+    assert (dense["iterations"], dense["eval_every"]) == (20, 5)
+    metarl_config.validate(config)
