@@ -23,6 +23,7 @@ from metarl.methods import FINAL_STAGE, Method, get_algorithm
 from metarl.tasksets import read_taskset
 from metarl.utils.io import save_csv, save_torch
 from metarl.utils.runtime import (
+    isolated_rng,
     resolve_device,
     rng_state,
     seed_everything,
@@ -42,6 +43,9 @@ def build_method(spec: dict[str, Any], taskset_path, device: torch.device) -> Me
 
 
 RUN_KEYS = ["experiment", "family", "method", "seed"]
+# learning-curve evaluations draw from seed + offset + iteration, apart from training and from
+# the final evaluation (metarl.evaluation)
+CURVE_EVAL_SEED_OFFSET = 20_000
 
 
 def evaluation_rows(method: Method, tasks: dict, splits: list[str], limit: int | None = None) -> pd.DataFrame:
@@ -119,7 +123,8 @@ def train(spec: dict[str, Any], taskset_path, out_dir, resume_path, checkpoint_e
         elapsed = time.monotonic() - t0
         log_rows.append({"iteration": iteration, "env_steps": method.env_steps, "iteration_s": elapsed, **metrics})
         if iteration % spec["eval_every"] == 0 or iteration == spec["iterations"]:
-            frame = evaluation_rows(method, tasks, spec["curve_splits"], spec.get("eval_tasks"))
+            with isolated_rng(spec["seed"] + CURVE_EVAL_SEED_OFFSET + iteration):
+                frame = evaluation_rows(method, tasks, spec["curve_splits"], spec.get("eval_tasks"))
             frame = frame.groupby(["split", "stage"], as_index=False)["return"].mean()
             frame.insert(0, "env_steps", method.env_steps)
             frame.insert(0, "iteration", iteration)

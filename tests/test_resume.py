@@ -11,6 +11,7 @@ import torch
 
 from metarl import config as metarl_config
 from metarl.tasksets import write_taskset
+from metarl.training import train
 
 
 @pytest.fixture
@@ -78,3 +79,26 @@ def test_checkpoint_of_another_config_is_ignored(job):
     torch.save({"spec_hash": "0" * 16}, stale)
     out = subprocess.run(command("fresh"), check=True, capture_output=True, text=True).stdout
     assert "ignoring checkpoint" in out and "] it 1/" in out
+
+
+def test_evaluation_frequency_does_not_change_training(tmp_path, repo_config):
+    """Learning-curve evaluations run on their own random streams: evaluating every iteration or
+    only at the end trains exactly the same model."""
+    config = json.loads(json.dumps(repo_config))
+    config["scale"] = "smoke"
+    taskset = tmp_path / "point_robot.json"
+    write_taskset("point_robot", 3, taskset)
+    for name, eval_every in [("often", 1), ("rarely", 4)]:
+        spec = metarl_config.run_spec(config, "E3", "point_robot", "pearl", 0)
+        spec["iterations"], spec["eval_every"] = 4, eval_every
+        train(spec, taskset, tmp_path / name, tmp_path / f"{name}.resume.pt", log=lambda line: None)
+    often, rarely = (torch.load(tmp_path / d / "model.pt", weights_only=False) for d in ("often", "rarely"))
+    for key in often["model"]:
+        assert torch.equal(often["model"][key], rarely["model"][key]), key
+    log_often, log_rarely = (pd.read_csv(tmp_path / d / "train_log.csv").drop(columns="iteration_s")
+                             for d in ("often", "rarely"))
+    pd.testing.assert_frame_equal(log_often, log_rarely)
+    curve_often, curve_rarely = (pd.read_csv(tmp_path / d / "curve.csv") for d in ("often", "rarely"))
+    assert sorted(curve_often.iteration.unique()) == [1, 2, 3, 4] and list(curve_rarely.iteration.unique()) == [4]
+    # the shared final evaluation draws the same noise in both runs
+    pd.testing.assert_frame_equal(curve_often[curve_often.iteration == 4].reset_index(drop=True), curve_rarely)
