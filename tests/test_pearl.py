@@ -88,6 +88,20 @@ def test_resume_equals_uninterrupted():
     assert a.env_steps == b.env_steps
 
 
+@pytest.mark.parametrize("anneal", [True, False])
+def test_lr_anneals_linearly_with_training_progress(anneal):
+    torch.manual_seed(0)
+    method = make(lr=1e-3, anneal_lr=anneal)
+    for progress, expected in [(0.0, 1e-3), (0.75, 2.5e-4)]:
+        method.progress = progress
+        before = [p.detach().clone() for p in method.model.policy.parameters()]
+        method.train_iteration()
+        assert method.optimizer.lr == pytest.approx(expected if anneal else 1e-3)
+        # the rate is the one the gradient steps used: Adam moves a weight by at most ~lr per step
+        largest = max((p - b).abs().max().item() for p, b in zip(method.model.policy.parameters(), before))
+        assert 0 < largest <= 1.01 * TINY["grad_steps"] * method.optimizer.lr
+
+
 def random_policy_return(method, tasks) -> float:
     env = method.family.make_batched(len(tasks))
     env.set_tasks(tasks)

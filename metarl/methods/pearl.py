@@ -50,6 +50,7 @@ class Hyperparams:
     gamma: float = 0.99
     tau: float = 0.005
     lr: float = 3e-4
+    anneal_lr: bool = False              # decay lr linearly to 0 over meta-training (not PEARL's)
     reward_scale: float = 5.0
     kl_lambda: float = 0.1
     policy_reg: float = 1e-3             # weight of the mean and log-std penalties (PEARL's code)
@@ -314,6 +315,8 @@ class PEARL(Method):
     def train_iteration(self) -> dict[str, float]:
         hp = self.hp
         metrics = {}
+        if hp.anneal_lr:  # short runs at a high rate end on whichever policy the last updates left
+            self.optimizer.lr = hp.lr * (1.0 - self.progress)
         if not self.initialised:
             self.collect(torch.arange(len(self.train_tasks), device=self.device), hp.initial_steps,
                          posterior=False, context=True)
