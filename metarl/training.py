@@ -70,10 +70,14 @@ def label_run(frame: pd.DataFrame, spec: dict[str, Any]) -> pd.DataFrame:
 class _StopRequested:
     """Turns SIGTERM/SIGINT (SLURM preemption, time limit, Ctrl-C) into a checkpoint-and-exit."""
 
-    def __init__(self):
+    def __enter__(self):
         self.requested = False
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, self._handle)
+        self.previous = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGTERM, signal.SIGINT)}
+        return self
+
+    def __exit__(self, *exc_info):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
 
     def _handle(self, signum, frame):
         self.requested = True
@@ -113,36 +117,36 @@ def train(spec: dict[str, Any], taskset_path, out_dir, resume_path, checkpoint_e
                     "rng": rng_state(), "log_rows": log_rows, "curve_frames": curve_frames}, resume_path)
 
     log(f"[{name}] training on {device} for {spec['iterations']} iterations (spec {key})")
-    stop = _StopRequested()
     last_checkpoint = time.monotonic()
     wall_start, steps_start = time.monotonic(), method.env_steps
-    for iteration in range(start + 1, spec["iterations"] + 1):
-        t0 = time.monotonic()
-        method.progress = (iteration - 1) / spec["iterations"]
-        metrics = method.train_iteration()
-        elapsed = time.monotonic() - t0
-        log_rows.append({"iteration": iteration, "env_steps": method.env_steps, "iteration_s": elapsed, **metrics})
-        if iteration % spec["eval_every"] == 0 or iteration == spec["iterations"]:
-            with isolated_rng(spec["seed"] + CURVE_EVAL_SEED_OFFSET + iteration):
-                frame = evaluation_rows(method, tasks, spec["curve_splits"], spec.get("eval_tasks"))
-            frame = frame.groupby(["split", "stage"], as_index=False)["return"].mean()
-            frame.insert(0, "env_steps", method.env_steps)
-            frame.insert(0, "iteration", iteration)
-            curve_frames.append(frame.to_dict("list"))
-            final = frame[frame.stage == FINAL_STAGE].set_index("split")["return"].to_dict()
-            log(f"[{name}] eval at iteration {iteration}: " + ", ".join(f"{s} {r:.3f}" for s, r in final.items()))
-        rate = (method.env_steps - steps_start) / max(time.monotonic() - wall_start, 1e-9)
-        eta = (spec["iterations"] - iteration) * (time.monotonic() - wall_start) / (iteration - start)
-        recent = f" | return {metrics['return']:.3f}" if "return" in metrics else ""
-        log(f"[{name}] it {iteration}/{spec['iterations']} | env steps {method.env_steps}{recent} "
-            f"| {rate:,.0f} steps/s | ETA {_format_duration(eta)}")
-        if stop.requested:
-            checkpoint(iteration)
-            log(f"[{name}] stop requested: checkpointed iteration {iteration}, exiting")
-            sys.exit(143)
-        if time.monotonic() - last_checkpoint >= checkpoint_every_s and iteration < spec["iterations"]:
-            checkpoint(iteration)
-            last_checkpoint = time.monotonic()
+    with _StopRequested() as stop:  # handlers restored afterwards: train() is also a library call
+        for iteration in range(start + 1, spec["iterations"] + 1):
+            t0 = time.monotonic()
+            method.progress = (iteration - 1) / spec["iterations"]
+            metrics = method.train_iteration()
+            elapsed = time.monotonic() - t0
+            log_rows.append({"iteration": iteration, "env_steps": method.env_steps, "iteration_s": elapsed, **metrics})
+            if iteration % spec["eval_every"] == 0 or iteration == spec["iterations"]:
+                with isolated_rng(spec["seed"] + CURVE_EVAL_SEED_OFFSET + iteration):
+                    frame = evaluation_rows(method, tasks, spec["curve_splits"], spec.get("eval_tasks"))
+                frame = frame.groupby(["split", "stage"], as_index=False)["return"].mean()
+                frame.insert(0, "env_steps", method.env_steps)
+                frame.insert(0, "iteration", iteration)
+                curve_frames.append(frame.to_dict("list"))
+                final = frame[frame.stage == FINAL_STAGE].set_index("split")["return"].to_dict()
+                log(f"[{name}] eval at iteration {iteration}: " + ", ".join(f"{s} {r:.3f}" for s, r in final.items()))
+            rate = (method.env_steps - steps_start) / max(time.monotonic() - wall_start, 1e-9)
+            eta = (spec["iterations"] - iteration) * (time.monotonic() - wall_start) / (iteration - start)
+            recent = f" | return {metrics['return']:.3f}" if "return" in metrics else ""
+            log(f"[{name}] it {iteration}/{spec['iterations']} | env steps {method.env_steps}{recent} "
+                f"| {rate:,.0f} steps/s | ETA {_format_duration(eta)}")
+            if stop.requested:
+                checkpoint(iteration)
+                log(f"[{name}] stop requested: checkpointed iteration {iteration}, exiting")
+                sys.exit(143)
+            if time.monotonic() - last_checkpoint >= checkpoint_every_s and iteration < spec["iterations"]:
+                checkpoint(iteration)
+                last_checkpoint = time.monotonic()
 
     save_csv(label_run(pd.DataFrame(log_rows), spec), out_dir / "train_log.csv")
     curves = pd.concat([pd.DataFrame(f) for f in curve_frames], ignore_index=True)

@@ -88,10 +88,13 @@ def test_evaluation_frequency_does_not_change_training(tmp_path, repo_config):
     config["scale"] = "smoke"
     taskset = tmp_path / "point_robot.json"
     write_taskset("point_robot", 3, taskset)
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
     for name, eval_every in [("often", 1), ("rarely", 4)]:
         spec = metarl_config.run_spec(config, "E3", "point_robot", "pearl", 0)
         spec["iterations"], spec["eval_every"] = 4, eval_every
         train(spec, taskset, tmp_path / name, tmp_path / f"{name}.resume.pt", log=lambda line: None)
+    # as a library call, train() hands the caller's signal handlers back
+    assert {sig: signal.getsignal(sig) for sig in handlers} == handlers
     often, rarely = (torch.load(tmp_path / d / "model.pt", weights_only=False) for d in ("often", "rarely"))
     for key in often["model"]:
         assert torch.equal(often["model"][key], rarely["model"][key]), key
