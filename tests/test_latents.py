@@ -3,13 +3,14 @@ import math
 import pytest
 import torch
 
+from torch.distributions import kl_divergence
+
 from metarl.latents import (
     Categorical,
     Dirichlet,
     Gaussian,
     LatentSpace,
     dirichlet_to_logit_normal,
-    gaussian_kl,
     logit_normal_to_dirichlet,
 )
 
@@ -56,6 +57,14 @@ def test_categorical_kl_to_uniform():
     torch.testing.assert_close(cat.kl(q.log()), expected[None])
 
 
+def test_categorical_kl_matches_torch():
+    torch.manual_seed(0)
+    logits = 3 * torch.randn(3, 2, 4)
+    uniform = torch.distributions.Categorical(probs=torch.full((4,), 0.25))
+    expected = kl_divergence(torch.distributions.Categorical(logits=logits), uniform).sum(-1)
+    torch.testing.assert_close(Categorical(2, 4).kl(logits.flatten(-2)), expected)
+
+
 def test_laplace_bridge_round_trip():
     alpha = torch.tensor([[0.2, 0.2, 0.2, 0.2], [0.5, 1.0, 3.0, 7.0]])
     mean, var = dirichlet_to_logit_normal(alpha)
@@ -66,16 +75,45 @@ def test_laplace_bridge_round_trip():
     torch.testing.assert_close(Dirichlet(1, 4).prior_var, torch.full((4,), 5 * 0.75))
 
 
-def test_logit_normal_kl_matches_monte_carlo():
+def test_laplace_bridge_of_a_known_dirichlet():
+    # Dir(1, 2, 4), worked by hand: mu_k = log alpha_k - mean(log alpha) = (-log 2, 0, log 2);
+    # var_k = (1 - 2/3) / alpha_k + (1/9) sum_l 1/alpha_l = 1/(3 alpha_k) + 7/36
+    alpha = torch.tensor([1.0, 2.0, 4.0], dtype=torch.float64)
+    mean, var = dirichlet_to_logit_normal(alpha)
+    torch.testing.assert_close(mean, torch.tensor([-math.log(2), 0.0, math.log(2)], dtype=torch.float64))
+    torch.testing.assert_close(var, torch.tensor([19 / 36, 13 / 36, 10 / 36], dtype=torch.float64))
+    # back: 1 - 2/3 + e^{mu_k} (e^{-mu_1} + e^{-mu_2} + e^{-mu_3}) / 9 = (19, 26, 40) / 36, over var_k;
+    # the logits' common shift (here +5) drops out, as it does under softmax
+    torch.testing.assert_close(logit_normal_to_dirichlet(mean + 5, var), alpha)
+
+
+def test_dirichlet_kl_is_taken_between_bridged_dirichlets():
+    # Ren et al. (2019) 3.1: KL(Dir(bridge(posterior)) || Dir(0.2)). Posteriors of known Dirichlets,
+    # with the forward Laplace bridge written out (K = 4) and arbitrary logit shifts
+    alpha = torch.tensor([[[0.5, 1.0, 3.0, 7.0], [20.0, 2.0, 0.3, 1.0]],
+                          [[0.2, 0.2, 0.2, 0.2], [4e4, 3e3, 50.0, 1.0]]], dtype=torch.float64)  # (tasks, m, n)
+    mean = alpha.log() + torch.tensor([[[1.0], [-2.0]], [[0.0], [7.0]]], dtype=torch.float64)
+    var = 0.5 / alpha + (1 / alpha).sum(-1, keepdim=True) / 16
+    post = torch.cat([mean.flatten(-2), var.flatten(-2)], -1)
+    prior = torch.distributions.Dirichlet(torch.full((4,), 0.2, dtype=torch.float64))
+    expected = kl_divergence(torch.distributions.Dirichlet(alpha), prior).sum(-1)
+    torch.testing.assert_close(Dirichlet(2, 4, alpha=0.2).kl(post), expected)
+    # the prior's own logit-space parameters are Dir(0.2) exactly
+    assert Dirichlet(2, 4).kl(Dirichlet(2, 4).prior(1)).abs().item() < 1e-5
+
+
+def test_prior_samples_have_roughly_the_dirichlets_moments():
     torch.manual_seed(0)
-    dirichlet = Dirichlet(2, 4, alpha=0.2)
-    post = torch.cat([torch.randn(1, 8), torch.rand(1, 8) + 0.2], -1)
-    mean, var = post.split(8, -1)
-    logits = mean + var.sqrt() * torch.randn(50_000, 8)  # logit-space samples of the posterior
-    prior = torch.distributions.Normal(dirichlet.prior_mean, dirichlet.prior_var.sqrt())
-    log_ratio = (torch.distributions.Normal(mean, var.sqrt()).log_prob(logits) - prior.log_prob(logits)).sum(-1)
-    assert dirichlet.kl(post).item() == pytest.approx(log_ratio.mean().item(), rel=0.05)
-    assert gaussian_kl(mean, var, mean, var).abs().max() < 1e-6
+    dirichlet = Dirichlet(1, 4, alpha=0.2)
+    z = dirichlet.sample(dirichlet.prior(200_000))
+    exact = torch.distributions.Dirichlet(torch.full((4,), 0.2)).sample((200_000,))
+    torch.testing.assert_close(z.mean(0), torch.full((4,), 0.25), atol=3e-3, rtol=0)
+    # Dir(a,..,a) over K classes: Var p_k = a (K a - a) / ((K a)^2 (K a + 1)) = 0.104 for (0.2, K = 4);
+    # the diagonal logit-normal is a little less sparse (see Dirichlet's docstring: 0.079 and 0.68)
+    variance_ratio = z.var(0).mean().item() / (0.2 * 0.6 / (0.8**2 * 1.8))
+    assert 0.7 < variance_ratio < 1.0
+    largest, largest_exact = z.max(-1).values.mean().item(), exact.max(-1).values.mean().item()
+    assert largest_exact - 0.1 < largest < largest_exact
 
 
 def test_samples_live_on_the_right_support():
@@ -90,12 +128,18 @@ def test_samples_live_on_the_right_support():
     assert simplex.max(-1).values.mean() > 0.6
 
 
-def test_reparameterised_gradients_flow():
+def test_reparameterised_gradients_match_finite_differences():
     latent = LatentSpace.parse("cat(2,4)+dir(1,3)+gau(2)")
-    raw = torch.randn(2, 5, latent.param_dim, requires_grad=True)
-    post = latent.posterior(latent.factors(raw))
-    (latent.sample(post).pow(2).sum() + latent.kl(post).sum()).backward()
-    assert raw.grad.abs().sum() > 0 and torch.isfinite(raw.grad).all()
+    torch.manual_seed(0)
+    raw = torch.randn(2, 5, latent.param_dim, dtype=torch.float64, requires_grad=True)
+    weights = torch.randn(2, latent.dim, dtype=torch.float64)
+
+    def loss(raw):
+        torch.manual_seed(1)  # the same noise at every evaluation: one fixed reparameterised sample
+        post = latent.posterior(latent.factors(raw))
+        return (weights * latent.sample(post)).sum(-1) + latent.kl(post)
+
+    assert torch.autograd.gradcheck(loss, (raw,))
 
 
 @pytest.mark.parametrize("bad", ["gau(2,3)", "cat(4)", "foo(1)", "gau(2)+"])
