@@ -64,11 +64,61 @@ def test_context_window_holds_prior_and_posterior_steps_not_extra_rl_steps():
     assert (buf.ctx_len[buf.size == 20] == 20).all()
 
 
+def sharp_factor(component: str) -> tuple[list[float], float, list[float]]:
+    """A hand-built encoder output for one latent component whose product over the context batch
+    is a sharp posterior: (raw factor, its closed-form KL to the prior, the z it samples to).
+    Sharp, so that it makes no difference whether the posterior also multiplies in the prior."""
+    n, f64 = TINY["context_batch"], torch.float64
+    if component == "cat(2,4)":   # logits add up over the context: 8 x 2 makes z one-hot
+        logits = torch.tensor([[2.0, 0, 0, 0], [0, 0, 2.0, 0]], dtype=f64)
+        uniform = torch.distributions.Categorical(probs=torch.full((4,), 0.25, dtype=f64))
+        kl = torch.distributions.kl_divergence(torch.distributions.Categorical(logits=n * logits), uniform)
+        return logits.flatten().tolist(), kl.sum().item(), [1.0, 0, 0, 0, 0, 0, 1.0, 0]
+    if component == "gau(2)":     # N(mean, 1e-4) factors; posterior N(mean, 1e-4 / 8), prior N(0, 1)
+        mean, var = torch.tensor([0.5, -1.0], dtype=f64), torch.tensor([1e-4 / n] * 2, dtype=f64)
+        kl = torch.distributions.kl_divergence(torch.distributions.Normal(mean, var.sqrt()),
+                                               torch.distributions.Normal(0.0, 1.0))
+        return mean.tolist() + [float(np.log(np.expm1(1e-4)))] * 2, kl.sum().item(), mean.tolist()
+    if component == "dir(2,4)":   # logit-space factors whose posterior is the Laplace bridge of Dir(1e5 p)
+        p = torch.tensor([[0.7, 0.1, 0.1, 0.1], [0.1, 0.1, 0.2, 0.6]], dtype=f64)
+        alpha = 1e5 * p
+        var = 0.5 / alpha + (1 / alpha).sum(-1, keepdim=True) / 16   # Hennig et al. (2012), K = 4
+        prior = torch.distributions.Dirichlet(torch.full((4,), 0.2, dtype=f64))
+        kl = torch.distributions.kl_divergence(torch.distributions.Dirichlet(alpha), prior)
+        raw_var = (n * var).expm1().log()  # softplus^-1 of the factor variance, 8 x the posterior's
+        return alpha.log().flatten().tolist() + raw_var.flatten().tolist(), kl.sum().item(), p.flatten().tolist()
+    raise ValueError(component)
+
+
+class FixedFactors(torch.nn.Module):
+    """Stub encoder: the same raw factor for every transition, whatever the context."""
+
+    def __init__(self, raw: torch.Tensor):
+        super().__init__()
+        self.raw = raw
+
+    def forward(self, context):
+        return self.raw.expand(*context.shape[:-1], -1)
+
+
 @pytest.mark.parametrize("latent", ["cat(2,4)", "cat(2,4)+gau(2)", "dir(2,4)", "dir(2,4)+gau(2)"])
-def test_structured_latents_train(latent):
+def test_structured_latents_train(latent, monkeypatch):
+    # every context transition gives the same hand-built factor: PEARL's critic must see z from that
+    # posterior, and its KL term must be the closed-form KL (between Dirichlets for dir(m, n))
+    pieces = [sharp_factor(component) for component in latent.split("+")]
+    raw = torch.tensor(sum((raw for raw, _, _ in pieces), []))
     method = make("dirichlet_point_robot", latent=latent)
+    method.model.encoder = FixedFactors(raw)
+    critic_z = []
+    q_forward = method.model.q.forward
+    monkeypatch.setattr(method.model.q, "forward",
+                        lambda x, frozen=False: critic_z.append(x[:, -method.latent.dim:]) or q_forward(x, frozen))
     metrics = method.train_iteration()
-    assert all(np.isfinite(v) for v in metrics.values())
+    assert metrics["kl"] == pytest.approx(sum(kl for _, kl, _ in pieces), rel=1e-5)
+    expected_z = torch.tensor(sum((z for _, _, z in pieces), []))
+    critic_z = torch.cat(critic_z)
+    assert len(critic_z) == 2 * TINY["grad_steps"] * TINY["meta_batch"] * TINY["rl_batch"]
+    torch.testing.assert_close(critic_z, expected_z.expand_as(critic_z), atol=0.02, rtol=0)
     assert len(method.evaluate(method.tasks["test"])) == 10 * 4
 
 
