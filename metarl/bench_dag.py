@@ -1,7 +1,9 @@
 """`metarl bench dag`: what a pipeline run cost, from the files Snakemake's ``benchmark:``
 directive writes per job (results/benchmarks/<rule>/...tsv: wall seconds ``s``, ``cpu_time``
 in seconds, ``max_rss`` in MB). Prints totals per rule and overall, the longest jobs, and
-whether the quick scale's targets (total job time ≤ 4 CPU-hours, longest job ≤ 30 min) hold."""
+whether the quick scale's targets (total job time ≤ 4 CPU-hours, longest job ≤ 30 min) hold.
+The targets are checked on wall time: Snakemake samples ``cpu_time`` every 30 s, so it misses
+the CPU time after a job's last sample (most of it for jobs shorter than that)."""
 from __future__ import annotations
 
 import argparse

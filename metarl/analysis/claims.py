@@ -22,8 +22,8 @@ runs are disabled, not configured for that family, or their results are absent.
   a paired t-test on per-seed differences when both sides are the same runs (same method and
   family, another stage/split/metric); a one-sample t-test against a constant.
 * ``within`` (``tolerance`` r): |lhs − rhs| ≤ r·|rhs|. TOST: two one-sided tests of
-  lhs − (1 ∓ r·sign(rhs))·rhs, both significant. The band is a linear combination of the two
-  means, so its variance is exact (no ratio approximation).
+  lhs − (1 ∓ r·sign(rhs))·rhs, both significant (sign(rhs) from its mean). Each bound is a linear
+  combination of the two means, so the Welch variance applies as is (no ratio approximation).
 * ``equivalent`` (``margin`` δ, in the metric's units): |lhs − rhs| ≤ δ, by TOST.
 
 The Student-t distribution is computed here (regularised incomplete beta function) so that
@@ -45,7 +45,6 @@ from metarl.methods import FINAL_STAGE
 
 ALPHA = 0.05
 MIN_SEEDS = 3
-OPS = ("greater", "within", "equivalent")
 METRICS = ("return", "goal_reached", "curve_first", "curve_last", "curve_mean")
 CURVE_METRICS = ("curve_first", "curve_last", "curve_mean")
 REFERENCES = ("bayes_optimal", "known_goal")
@@ -159,7 +158,8 @@ def decide(op: str, lhs: pd.Series, rhs: pd.Series | float, paired: bool, tolera
             high = contrast(lhs, rhs, 1.0 + tolerance * sign, paired)  # lhs − (rhs + r|rhs|) < 0
             p = max(low.p_greater(0.0), high.p_less(0.0))
             inside = low.value >= 0 and high.value <= 0
-            statistic = f"TOST, relative difference {diff.value / abs(rhs_mean):+.1%}, band ± {tolerance:.0%}"
+            relative = diff.value / abs(rhs_mean) if rhs_mean else float("nan")
+            statistic = f"TOST, relative difference {relative:+.1%}, band ± {tolerance:.0%}"
         else:  # equivalent
             p = max(diff.p_greater(-margin), diff.p_less(margin))
             inside = abs(diff.value) <= margin
@@ -167,11 +167,13 @@ def decide(op: str, lhs: pd.Series, rhs: pd.Series | float, paired: bool, tolera
                          f"[{diff.value - half_width:+.3g}, {diff.value + half_width:+.3g}], band ± {margin:g}")
         significant = p < ALPHA
     verdict = "reproduced" if inside and significant else "inconclusive" if inside else "not reproduced"
-    return {"verdict": verdict, "test": diff.test, "statistic": statistic, "p": p, "difference": diff.value}
+    return {"verdict": verdict, "test": diff.test, "statistic": statistic, "p": p}
 
 
 def _t(estimate: Estimate) -> str:
-    return "inf" if estimate.se == 0 else f"{estimate.value / estimate.se:.2f}"
+    if estimate.se == 0:
+        return "0" if estimate.value == 0 else "+inf" if estimate.value > 0 else "-inf"
+    return f"{estimate.value / estimate.se:.2f}"
 
 
 # ----------------------------------------------------------------------------- claim rows
@@ -477,7 +479,7 @@ def _evaluate_row(plan, store, claim, row) -> dict:
     paired = isinstance(rhs, pd.Series) and row["rhs"]["method"] == row["lhs"]["method"]
     result = decide(claim["op"], lhs, rhs, paired, claim.get("tolerance"), claim.get("margin"))
     reason = {"reproduced": f"significant at alpha = {ALPHA}",
-              "inconclusive": f"direction agrees, not significant at alpha = {ALPHA}",
+              "inconclusive": f"point estimate agrees with the claim, not significant at alpha = {ALPHA}",
               "not reproduced": "point estimate outside the claimed region"}[result["verdict"]]
     return {**sides, "test": result["test"], "statistic": result["statistic"], "p": result["p"],
             "verdict": result["verdict"], "reason": reason}
@@ -510,13 +512,17 @@ def _cell(mean, sd, n) -> str:
 
 
 def display_table(table: pd.DataFrame) -> pd.DataFrame:
+    """One readable row per comparison: each side as 'value ± sd (n)', the test and the verdict."""
+    def sides(prefix):
+        return [f"{s}: {_cell(m, d, n)}" for s, m, d, n in
+                zip(table[prefix], table[f"{prefix}_mean"], table[f"{prefix}_sd"], table[f"{prefix}_n"])]
+
     return pd.DataFrame({
         "claim": table["id"], "paper": table["paper"], "statement": table["claim"],
-        "metric": [f"{m}, {sp}, {st}, {f}" for m, sp, st, f in zip(table["metric"], table["split"], table["stage"], table["family"])],
-        "lhs": [f"{s}: {_cell(m, d, n)}" for s, m, d, n in zip(table["lhs"], table["lhs_mean"], table["lhs_sd"], table["lhs_n"])],
-        "op": table["op"],
-        "rhs": [f"{s}: {_cell(m, d, n)}" for s, m, d, n in zip(table["rhs"], table["rhs_mean"], table["rhs_sd"], table["rhs_n"])],
-        "test": [("—" if pd.isna(p) else f"{t}; {st}; p = {p:.3g}") for t, st, p in zip(table["test"], table["statistic"], table["p"])],
+        "metric": table["metric"] + ", " + table["split"] + ", " + table["stage"] + ", " + table["family"],
+        "lhs": sides("lhs"), "op": table["op"], "rhs": sides("rhs"),
+        "test": ["—" if pd.isna(p) else f"{t}; {st}; p = {p:.3g}"
+                 for t, st, p in zip(table["test"], table["statistic"], table["p"])],
         "verdict": table["verdict"], "why": table["reason"]})
 
 
