@@ -250,6 +250,25 @@ def test_goal_reached_needs_a_sparse_family(repo_config):
         metarl_config.validate(config)
 
 
+@pytest.mark.parametrize("experiment, family, method", [
+    ("E1", "gridworld", "vate"), ("E4", "dirichlet_point_robot", "pearl_dir24"),
+    ("E2", "reacher_2link", "tesp"), ("E2", "reacher_2link", "maml")])
+def test_stages_checked_are_those_evaluate_writes(tmp_path, repo_config, experiment, family, method):
+    """The DAG-build stage check mirrors each algorithm's evaluate(): compare with a real evaluation."""
+    import torch
+
+    from metarl.tasksets import read_taskset, write_taskset
+    from metarl.training import build_method
+
+    config = copy.deepcopy(repo_config)
+    config["scale"] = "smoke"
+    spec = metarl_config.run_spec(config, experiment, family, method, 0)
+    write_taskset(family, 1, tmp_path / "tasks.json")
+    rows = build_method(spec, tmp_path / "tasks.json", torch.device("cpu")).evaluate(
+        read_taskset(tmp_path / "tasks.json")[spec["curve_splits"][0]][:2])
+    assert set(rows["stage"]) == set(claims.stages_of(spec))
+
+
 def test_repo_claims_cover_every_experiment(repo_config):
     assert {c["experiment"] for c in repo_config["claims"]} == {"E1", "E2", "E3", "E4"}
     assert len({c["id"] for c in repo_config["claims"]}) == len(repo_config["claims"])
