@@ -73,10 +73,29 @@ def _figure(args) -> None:
         adaptation_figure(args.models, args.taskset, args.out, plot=style)
 
 
+def _claims(args) -> None:
+    from metarl.analysis import claims
+
+    if args.plan:
+        plan = json.loads(args.plan)
+    else:
+        from metarl import config as metarl_config
+
+        config = metarl_config.load(args.config)
+        if args.scale:
+            config["scale"] = args.scale
+            metarl_config.validate(config)
+        plan = claims.plan(config)
+    table = claims.evaluate_claims(plan, args.results)
+    claims.write_claims(table, args.out_prefix)
+    print(table["verdict"].value_counts().to_string())
+
+
 def _bench(args) -> None:
     import importlib
 
-    module = {"envs": "metarl.bench_envs", "pearl": "metarl.bench_pearl", "tesp": "metarl.bench_tesp"}[args.what]
+    module = {"envs": "metarl.bench_envs", "pearl": "metarl.bench_pearl", "tesp": "metarl.bench_tesp",
+              "dag": "metarl.bench_dag"}[args.what]
     importlib.import_module(module).main(args.passthrough)
 
 
@@ -144,9 +163,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.set_defaults(func=_figure)
 
+    p = sub.add_parser("claims", help="check the papers' headline claims (config.yaml `claims:`) against the "
+                       "aggregated results: results/claims.{csv,md,html}")
+    p.add_argument("--plan", help="the claims rule's plan as JSON (metarl.analysis.claims.plan); default: "
+                   "built from --config")
+    p.add_argument("--config", default="config.yaml")
+    p.add_argument("--scale", help="with --config: override its scale")
+    p.add_argument("--results", default="results", help="the results folder to read")
+    p.add_argument("--out-prefix", default="results/claims", help="output path without extension")
+    p.set_defaults(func=_claims)
+
     # these two hand their remaining arguments to the module's own parser
-    p = sub.add_parser("bench", help="throughput benchmarks (`metarl bench WHAT --help` for options)")
-    p.add_argument("what", choices=["envs", "pearl", "tesp"])
+    p = sub.add_parser("bench", help="throughput benchmarks, or `dag`: the cost of a pipeline run from its "
+                       "benchmark files (`metarl bench WHAT --help` for options)")
+    p.add_argument("what", choices=["envs", "pearl", "tesp", "dag"])
     p.set_defaults(func=_bench, passthrough_ok=True)
 
     p = sub.add_parser("bayes-optimal", add_help=False,

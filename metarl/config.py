@@ -40,7 +40,8 @@ def validate(config: dict, schema_path=SCHEMA_PATH) -> None:
     schema = yaml.safe_load(Path(schema_path).read_text())
     errors = sorted(jsonschema.Draft7Validator(schema).iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
-        lines = [f"  at '{'.'.join(map(str, e.absolute_path)) or '<top>'}': {e.message}" for e in errors]
+        lines = [f"  at '{'.'.join(map(str, e.absolute_path)) or '<top>'}'{_claim_name(config, e.absolute_path)}: "
+                 f"{e.message}" for e in errors]
         raise ConfigError("config.yaml is invalid:\n" + "\n".join(lines))
     from metarl.methods import get_algorithm
 
@@ -76,6 +77,19 @@ def validate(config: dict, schema_path=SCHEMA_PATH) -> None:
         except (TypeError, ValueError) as err:
             raise ConfigError(f"method {spec['method']!r} in experiment {spec['experiment']} "
                               f"(family {spec['family']}, scale {config['scale']}): {err}") from None
+    from metarl.analysis.claims import check_claims
+
+    check_claims(config)
+
+
+def _claim_name(config: dict, path) -> str:
+    """' (claim 'id')' for a schema error inside a claim, so the message names the claim."""
+    path = list(path)
+    if len(path) > 1 and path[0] == "claims" and isinstance(path[1], int):
+        claim = config["claims"][path[1]]
+        if isinstance(claim, dict) and "id" in claim:
+            return f" (claim {claim['id']!r})"
+    return ""
 
 
 def enabled_experiments(config: dict) -> list[str]:

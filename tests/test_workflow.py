@@ -1,5 +1,6 @@
 """The DAG reruns only what changed: after a completed smoke run, dry runs list exactly the jobs
 an edit of config.yaml should trigger."""
+import json
 import re
 import subprocess
 
@@ -33,6 +34,7 @@ def smoke_config(repo_config):
     config["experiments"] = {name: config["experiments"][name] for name in ("E1", "E4")}
     config["experiments"]["E1"]["methods"] = ["vate", "rl2_10"]
     config["experiments"]["E4"]["methods"] = ["pearl_dir24"]
+    config["claims"] = [c for c in config["claims"] if c["experiment"] in config["experiments"]]
     return config
 
 
@@ -64,8 +66,8 @@ def test_fresh_clone_has_work_to_do(tmp_path, repo_config):
 
 def test_completed_run_is_up_to_date(workdir):
     assert dry_run(workdir) == set()
-    for name in ["E1/table.html", "E1/table.md", "E1/figures/curves.png", "E1/figures/stages.png",
-                 "E1/figures/belief_vate.png", "E4/table.html", "E4/figures/prior_samples.png",
+    for name in ["claims.md", "claims.html", "E1/table.html", "E1/table.md", "E1/figures/curves.png",
+                 "E1/figures/stages.png", "E1/figures/belief_vate.png", "E4/table.html", "E4/figures/prior_samples.png",
                  "E4/figures/adaptation.png"]:
         assert (workdir / "results" / name).stat().st_size > 0
 
@@ -75,8 +77,11 @@ def test_report_holds_every_table_and_figure_with_its_caption(workdir):
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     html = (workdir / "report.html").read_text()
     for name in ["curves.png", "stages.png", "belief_vate.png", "belief_rl2_10.png", "prior_samples.png",
-                 "adaptation.png", "table.html"]:
+                 "adaptation.png", "table.html", "claims.html"]:
         assert name in html, f"{name} missing from the report"
+    # the menu lists categories by name: the claims come first
+    categories = json.loads(re.search(r"categories = (\{.*?\});", html).group(1))
+    assert sorted(categories)[0] == "Claims"
     # the E4 caption is one Jinja template: each figure gets its own text, rendered
     assert html.count("Online adaptation on the test goals") == 1
     assert html.count("Trajectories of the seed-0 model") == 1
@@ -90,7 +95,8 @@ def test_learning_rate_change_reruns_only_that_method(workdir, smoke_config):
     jobs = dry_run(workdir)
     assert {w for r, w in jobs if r == "train"} == {"experiment=E1, family=gridworld, method=rl2_10, seed=0"}
     assert {w for r, w in jobs if r == "evaluate"} == {"experiment=E1, family=gridworld, method=rl2_10, seed=0"}
-    assert rules(jobs) == {"train", "evaluate", "aggregate", "table", "plot_curves", "plot_stages", "belief_figure", "all"}
+    assert rules(jobs) == {"train", "evaluate", "aggregate", "table", "plot_curves", "plot_stages", "belief_figure",
+                           "claims", "all"}
     assert ("belief_figure", "method=rl2_10") in jobs and ("belief_figure", "method=vate") not in jobs
 
 
@@ -109,4 +115,11 @@ def test_new_seed_adds_only_its_jobs(workdir, smoke_config):
     assert {w for r, w in jobs if r == "train"} == {
         f"experiment=E1, family=gridworld, method={m}, seed=1" for m in ["vate", "rl2_10"]}
     assert all("seed=1" in w for r, w in jobs if r == "evaluate")
-    assert rules(jobs) == {"train", "evaluate", "aggregate", "table", "plot_curves", "plot_stages", "all"}
+    assert rules(jobs) == {"train", "evaluate", "aggregate", "table", "plot_curves", "plot_stages", "claims", "all"}
+
+
+def test_claim_edit_reruns_only_the_claims_rule(workdir, smoke_config):
+    config = yaml.safe_load(yaml.safe_dump(smoke_config))
+    config["claims"][0]["text"] += " (edited)"
+    set_config(workdir, config)
+    assert rules(dry_run(workdir)) == {"claims", "all"}

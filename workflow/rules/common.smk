@@ -56,4 +56,6 @@ def all_outputs():
             f"results/{experiment}/figures/stages.png",
             *EXTRA_FIGURES.get(experiment, []),
         ]
+    if config.get("claims"):
+        outputs += ["results/claims.html", "results/claims.md"]
     return outputs

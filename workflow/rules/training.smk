@@ -15,6 +15,8 @@ rule train:
         resume="results/.resume/{experiment}/{family}/{method}/seed{seed}.pt",
     log:
         "results/logs/train/{experiment}/{family}/{method}/seed{seed}.log",
+    benchmark:
+        "results/benchmarks/train/{experiment}/{family}/{method}/seed{seed}.tsv"
     threads: job_resources("train")["threads"]
     resources:
         mem_mb=job_resources("train")["mem_mb"],
@@ -36,6 +38,8 @@ rule evaluate:
         splits=lambda w: " ".join(config["experiments"][w.experiment]["eval_splits"]),
     log:
         "results/logs/evaluate/{experiment}/{family}/{method}/seed{seed}.log",
+    benchmark:
+        "results/benchmarks/evaluate/{experiment}/{family}/{method}/seed{seed}.tsv"
     threads: job_resources("evaluate")["threads"]
     resources:
         mem_mb=job_resources("evaluate")["mem_mb"],
