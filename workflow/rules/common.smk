@@ -47,13 +47,15 @@ EXTRA_FIGURES = {}
 REFERENCE_LINES = {}
 
 
+def experiment_outputs(experiment):
+    """The tables and figures of one experiment (what `snakemake <experiment>` builds)."""
+    return [
+        f"results/{experiment}/table.html",
+        f"results/{experiment}/figures/curves.png",
+        f"results/{experiment}/figures/stages.png",
+        *EXTRA_FIGURES.get(experiment, []),
+    ]
+
+
 def all_outputs():
-    outputs = []
-    for experiment in EXPERIMENTS:
-        outputs += [
-            f"results/{experiment}/table.html",
-            f"results/{experiment}/figures/curves.png",
-            f"results/{experiment}/figures/stages.png",
-            *EXTRA_FIGURES.get(experiment, []),
-        ]
-    return outputs
+    return [output for experiment in EXPERIMENTS for output in experiment_outputs(experiment)]
