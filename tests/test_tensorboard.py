@@ -2,10 +2,12 @@
 learning-curve evaluations (read back with TensorBoard's own reader), a resumed run shows no
 step twice, and training runs on without the tensorboard package."""
 import json
+import subprocess
 import sys
 
 import pandas as pd
 import pytest
+from conftest import copy_workflow
 
 from metarl import config as metarl_config
 from metarl.methods.pearl import PEARL
@@ -103,3 +105,11 @@ def test_training_runs_without_tensorboard(job, monkeypatch):
     lines = run()
     assert any("TensorBoard logging off" in line for line in lines), lines
     assert (tmp_path / "run" / "model.pt").exists() and not (tmp_path / "tb").exists()
+
+
+def test_pipeline_training_jobs_write_one_tensorboard_tree(tmp_path, repo_config):
+    workdir = copy_workflow(tmp_path, repo_config)
+    out = subprocess.run(["snakemake", "-n", "-p", "--cores", "1", "results/E1/runs/gridworld/vate/seed0/model.pt",
+                          "--config", "scale=smoke"], cwd=workdir, capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "--tensorboard results/tensorboard/E1/gridworld/vate/seed0 " in out.stdout
