@@ -113,3 +113,14 @@ def test_pipeline_training_jobs_write_one_tensorboard_tree(tmp_path, repo_config
                           "--config", "scale=smoke"], cwd=workdir, capture_output=True, text=True)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "--tensorboard results/tensorboard/E1/gridworld/vate/seed0 " in out.stdout
+
+
+def test_rerun_from_scratch_replaces_only_the_old_event_files(job):
+    tmp_path, run = job
+    log_dir = tmp_path / "tb" / "E3" / "point_robot" / "pearl" / "seed0"
+    run()
+    (log_dir / "notes.txt").write_text("mine")
+    run()  # the finished run left no checkpoint: this one starts from scratch
+    assert len(list(log_dir.glob("events.out.tfevents.*"))) == 1
+    assert (log_dir / "notes.txt").read_text() == "mine"
+    assert_same_series(read_scalars(log_dir), expected_scalars(tmp_path / "run"))

@@ -5,7 +5,6 @@ runs can be watched live. Without the ``tensorboard`` package training goes on u
 """
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +32,9 @@ class TensorBoardLog:
         except ImportError as error:
             log(f"TensorBoard logging off ({error}); train_log.csv and curve.csv are written as usual")
             return None
-        log_dir = Path(log_dir)
-        if resume_env_steps is None and log_dir.exists():
-            shutil.rmtree(log_dir)
+        if resume_env_steps is None:  # only event files: the directory may hold other things
+            for stale in Path(log_dir).glob("events.out.tfevents.*"):
+                stale.unlink()
         purge_step = None if resume_env_steps is None else resume_env_steps + 1
         return cls(SummaryWriter(log_dir=str(log_dir), purge_step=purge_step, flush_secs=10))
 
