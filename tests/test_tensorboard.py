@@ -70,7 +70,8 @@ def assert_same_series(actual, expected):
 def test_event_files_hold_the_csv_scalars(job):
     tmp_path, run = job
     run()
-    actual, expected = read_scalars(tmp_path / "tb" / "E3" / "point_robot" / "pearl" / "seed0"), expected_scalars(tmp_path / "run")
+    actual = read_scalars(tmp_path / "tb" / "E3" / "point_robot" / "pearl" / "seed0")
+    expected = expected_scalars(tmp_path / "run")
     assert {"train/q_loss", "train/return", "train/iteration_s", "eval_test/final"} <= set(expected)
     assert len(expected["eval_test/final"]) == 3
     assert_same_series(actual, expected)
