@@ -57,16 +57,16 @@ def run(spec, taskset, tmp_path, name, **kwargs):
     return lines
 
 
-def crash_at(monkeypatch, iteration):
-    """Make PEARL's training raise at ``iteration`` (a killed job, seen from its checkpoints)."""
-    original, calls = PEARL.train_iteration, []
+def crash_at(monkeypatch, iteration, algorithm=PEARL):
+    """Make ``algorithm``'s training raise at ``iteration`` (a killed job, seen from its checkpoints)."""
+    original, calls = algorithm.train_iteration, []
 
     def train_iteration(self):
         calls.append(1)
         if len(calls) == iteration:
             raise SimulatedCrash
         return original(self)
-    monkeypatch.setattr(PEARL, "train_iteration", train_iteration)
+    monkeypatch.setattr(algorithm, "train_iteration", train_iteration)
 
 
 def assert_same_model(dir_a, dir_b):
@@ -125,15 +125,7 @@ def test_resume_checkpoint_of_every_method_loads_weights_only(tmp_path, repo_con
     spec["curve_splits"] = spec["curve_splits"][:1]
     taskset = tmp_path / "tasks.json"
     write_taskset(family, 3, taskset)
-    algorithm = get_algorithm(spec["algo"])
-    original, calls = algorithm.train_iteration, []
-
-    def train_iteration(self):
-        calls.append(1)
-        if len(calls) == 3:
-            raise SimulatedCrash
-        return original(self)
-    monkeypatch.setattr(algorithm, "train_iteration", train_iteration)
+    crash_at(monkeypatch, 3, get_algorithm(spec["algo"]))
     with pytest.raises(SimulatedCrash):
         run(spec, taskset, tmp_path, "run")
     ckpt = torch.load(tmp_path / "run.resume.pt", weights_only=True)
