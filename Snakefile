@@ -2,6 +2,9 @@
 #   snakemake --cores N                                     local run at the config's scale
 #   snakemake --cores N --config scale=smoke                the whole DAG in minutes
 #   snakemake --workflow-profile workflow/profiles/slurm    the same DAG on a SLURM cluster
+#   snakemake --cores N E1                                  one experiment only (E1 … E4; its jobs only)
+#   snakemake --cores N claims                              the papers' claims, checked (results/claims.md)
+#   snakemake --cores N report                              everything the report shows, then:
 #   snakemake --report report.html                          every figure and table in one page
 #
 # `snakemake --lint` asks for a conda environment or container per rule. Every rule runs the
@@ -26,6 +29,7 @@ include: "workflow/rules/e1.smk"
 include: "workflow/rules/e2.smk"
 include: "workflow/rules/e4.smk"
 include: "workflow/rules/claims.smk"
+include: "workflow/rules/targets.smk"
 
 
 rule all:

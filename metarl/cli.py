@@ -17,7 +17,7 @@ def _train(args) -> None:
     from metarl.training import train
 
     train(json.loads(args.spec), args.taskset, args.out_dir, args.resume, args.checkpoint_every,
-          log=lambda line: print(line, flush=True))
+          log=lambda line: print(line, flush=True), tensorboard_dir=args.tensorboard)
 
 
 def _evaluate(args) -> None:
@@ -121,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-dir", required=True)
     p.add_argument("--resume", required=True, help="checkpoint file kept outside the job's outputs")
     p.add_argument("--checkpoint-every", type=float, default=60.0, help="seconds between checkpoints")
+    p.add_argument("--tensorboard", help="also write the logged scalars as TensorBoard event files here")
     p.set_defaults(func=_train)
 
     p = sub.add_parser("evaluate", help="evaluate a trained model on the given splits (one CSV)")
@@ -191,7 +192,12 @@ def main(argv=None) -> None:
     if passthrough and not getattr(args, "passthrough_ok", False):
         parser.error(f"unrecognized arguments: {' '.join(passthrough)}")
     args.passthrough = passthrough
-    args.func(args)
+    from metarl.utils.errors import USER_ERRORS
+
+    try:
+        args.func(args)
+    except USER_ERRORS as error:  # a bad file or a diverged run: its message says it all, no traceback
+        raise SystemExit(f"error: {error}") from None
 
 
 if __name__ == "__main__":

@@ -7,8 +7,10 @@ outputs, keyed by a hash of the spec so a changed config never resumes a stale r
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import math
 import signal
 import sys
 import time
@@ -21,6 +23,8 @@ import torch
 from metarl.envs import get_family
 from metarl.methods import FINAL_STAGE, Method, get_algorithm
 from metarl.tasksets import read_taskset
+from metarl.utils.checkpoints import load_checkpoint, plain, previous_path, save_checkpoint
+from metarl.utils.errors import CheckpointError, NonFiniteError
 from metarl.utils.io import save_csv, save_torch
 from metarl.utils.runtime import (
     isolated_rng,
@@ -29,6 +33,7 @@ from metarl.utils.runtime import (
     seed_everything,
     set_rng_state,
 )
+from metarl.utils.tensorboard import TensorBoardLog
 
 
 def spec_hash(spec: dict[str, Any]) -> str:
@@ -37,7 +42,7 @@ def spec_hash(spec: dict[str, Any]) -> str:
 
 def build_method(spec: dict[str, Any], taskset_path, device: torch.device) -> Method:
     algo = get_algorithm(spec["algo"])
-    return algo(family=get_family(spec["family"]), tasks=read_taskset(taskset_path),
+    return algo(family=get_family(spec["family"]), tasks=read_taskset(taskset_path, spec["family"]),
                 hparams=algo.make_hparams(spec["hparams"]), train_split=spec["train_split"],
                 device=device)
 
@@ -83,49 +88,93 @@ class _StopRequested:
         self.requested = True
 
 
+def non_finite(metrics: dict[str, float], model: torch.nn.Module) -> str | None:
+    """Name the first NaN/Inf among an iteration's metrics and the model's parameters, or None."""
+    for key, value in metrics.items():
+        if not math.isfinite(value):
+            return f"loss/metric {key!r} = {value}"
+    names, params = zip(*model.named_parameters(), strict=True)
+    finite = torch.stack([p.detach().isfinite().all() for p in params])  # one device sync, not one per tensor
+    if not bool(finite.all()):
+        return f"parameter {names[int((~finite).nonzero()[0])]!r} holds NaN/Inf"
+    return None
+
+
+def read_resume_checkpoint(resume_path: Path, key: str, device: torch.device, log) -> tuple[dict, Path] | None:
+    """The newest usable checkpoint of this config: ``resume_path``, else the ``.prev`` copy kept
+    beside it; a corrupt file is reported and skipped, never raised as an unpickling traceback."""
+    for path in (resume_path, previous_path(resume_path)):
+        if not path.exists():
+            continue
+        try:
+            ckpt = load_checkpoint(path, map_location=device)
+        except CheckpointError as error:
+            log(f"skipping unusable checkpoint: {error}")
+            continue
+        if not isinstance(ckpt, dict) or ckpt.get("spec_hash") != key:
+            log(f"ignoring checkpoint {path}: written for a different config")
+            continue
+        return ckpt, path
+    return None
+
+
+def _last_checkpoint(resume_path: Path) -> str:
+    kept = [str(p) for p in (resume_path, previous_path(resume_path)) if p.exists()]
+    return " and ".join(kept) if kept else "none written yet (rerunning starts from scratch)"
+
+
 def _format_duration(seconds: float) -> str:
     seconds = int(seconds)
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
 
 
 def train(spec: dict[str, Any], taskset_path, out_dir, resume_path, checkpoint_every_s: float = 60.0,
-          log=print) -> None:
+          log=print, tensorboard_dir=None) -> None:
     """Run (or resume) one training job and write ``model.pt``, ``train_log.csv``, ``curve.csv``
-    into ``out_dir`` atomically."""
+    into ``out_dir`` atomically; with ``tensorboard_dir``, mirror the logs there as event files."""
     out_dir, resume_path = Path(out_dir), Path(resume_path)
     torch.set_num_threads(spec.get("threads", 1))
     device = resolve_device(spec.get("device", "auto"))
     seed_everything(spec["seed"])
     method = build_method(spec, taskset_path, device)
-    tasks = read_taskset(taskset_path)
+    tasks = read_taskset(taskset_path, spec["family"])
     name = f"{spec['experiment']}/{spec['family']}/{spec['method']}/seed{spec['seed']}"
     key = spec_hash(spec)
 
     start, log_rows, curve_frames = 0, [], []
-    if resume_path.exists():
-        ckpt = torch.load(resume_path, map_location=device, weights_only=False)
-        if ckpt["spec_hash"] == key:
-            method.load_state_dict(ckpt["method"])
-            set_rng_state(ckpt["rng"])
-            start, log_rows, curve_frames = ckpt["iteration"], ckpt["log_rows"], ckpt["curve_frames"]
-            log(f"[{name}] resumed from checkpoint at iteration {start} ({resume_path})")
-        else:
-            log(f"[{name}] ignoring checkpoint {resume_path}: written for a different config")
+    found = read_resume_checkpoint(resume_path, key, device, lambda line: log(f"[{name}] {line}"))
+    if found is not None:
+        ckpt, path = found
+        method.load_state_dict(ckpt["method"])
+        set_rng_state(ckpt["rng"])
+        start, log_rows, curve_frames = ckpt["iteration"], ckpt["log_rows"], ckpt["curve_frames"]
+        log(f"[{name}] resumed from checkpoint at iteration {start} ({path})")
+    tensorboard = TensorBoardLog.open(tensorboard_dir, method.env_steps if found else None,
+                                      lambda line: log(f"[{name}] {line}"))
 
     def checkpoint(iteration: int) -> None:
-        save_torch({"spec_hash": key, "iteration": iteration, "method": method.state_dict(),
-                    "rng": rng_state(), "log_rows": log_rows, "curve_frames": curve_frames}, resume_path)
+        if tensorboard:
+            tensorboard.flush()
+        save_checkpoint({"spec_hash": key, "iteration": iteration, "method": method.state_dict(), "rng": rng_state(),
+                         "log_rows": plain(log_rows), "curve_frames": plain(curve_frames)}, resume_path)
 
     log(f"[{name}] training on {device} for {spec['iterations']} iterations (spec {key})")
     last_checkpoint = time.monotonic()
     wall_start, steps_start = time.monotonic(), method.env_steps
-    with _StopRequested() as stop:  # handlers restored afterwards: train() is also a library call
+    # signal handlers restored afterwards: train() is also a library call
+    with _StopRequested() as stop, contextlib.closing(tensorboard) if tensorboard else contextlib.nullcontext():
         for iteration in range(start + 1, spec["iterations"] + 1):
             t0 = time.monotonic()
             method.progress = (iteration - 1) / spec["iterations"]
             metrics = method.train_iteration()
             elapsed = time.monotonic() - t0
+            problem = non_finite(metrics, method.model)
+            if problem:  # stop before anything is checkpointed: the last good checkpoint stays
+                raise NonFiniteError(f"[{name}] {problem} at iteration {iteration}; training stopped, "
+                                     f"last good checkpoint kept: {_last_checkpoint(resume_path)}")
             log_rows.append({"iteration": iteration, "env_steps": method.env_steps, "iteration_s": elapsed, **metrics})
+            if tensorboard:
+                tensorboard.train_row(log_rows[-1])
             if iteration % spec["eval_every"] == 0 or iteration == spec["iterations"]:
                 with isolated_rng(spec["seed"] + CURVE_EVAL_SEED_OFFSET + iteration):
                     frame = evaluation_rows(method, tasks, spec["curve_splits"], spec.get("eval_tasks"))
@@ -133,6 +182,8 @@ def train(spec: dict[str, Any], taskset_path, out_dir, resume_path, checkpoint_e
                 frame.insert(0, "env_steps", method.env_steps)
                 frame.insert(0, "iteration", iteration)
                 curve_frames.append(frame.to_dict("list"))
+                if tensorboard:
+                    tensorboard.evaluation(curve_frames[-1])
                 final = frame[frame.stage == FINAL_STAGE].set_index("split")["return"].to_dict()
                 log(f"[{name}] eval at iteration {iteration}: " + ", ".join(f"{s} {r:.3f}" for s, r in final.items()))
             rate = (method.env_steps - steps_start) / max(time.monotonic() - wall_start, 1e-9)
@@ -153,4 +204,5 @@ def train(spec: dict[str, Any], taskset_path, out_dir, resume_path, checkpoint_e
     save_csv(label_run(curves, spec), out_dir / "curve.csv")
     save_torch({"spec": spec, "model": method.model.state_dict(), "env_steps": method.env_steps}, out_dir / "model.pt")
     resume_path.unlink(missing_ok=True)
+    previous_path(resume_path).unlink(missing_ok=True)
     log(f"[{name}] done: {method.env_steps} env steps in {_format_duration(time.monotonic() - wall_start)}")

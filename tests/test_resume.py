@@ -40,7 +40,7 @@ def wait_for_iteration(proc, iteration, log):
 
 
 def assert_same_result(dir_a, dir_b):
-    a, b = torch.load(dir_a / "model.pt", weights_only=False), torch.load(dir_b / "model.pt", weights_only=False)
+    a, b = torch.load(dir_a / "model.pt", weights_only=True), torch.load(dir_b / "model.pt", weights_only=True)
     assert a["env_steps"] == b["env_steps"]
     for key in a["model"]:
         assert torch.equal(a["model"][key], b["model"][key]), key
@@ -95,7 +95,7 @@ def test_evaluation_frequency_does_not_change_training(tmp_path, repo_config):
         train(spec, taskset, tmp_path / name, tmp_path / f"{name}.resume.pt", log=lambda line: None)
     # as a library call, train() hands the caller's signal handlers back
     assert {sig: signal.getsignal(sig) for sig in handlers} == handlers
-    often, rarely = (torch.load(tmp_path / d / "model.pt", weights_only=False) for d in ("often", "rarely"))
+    often, rarely = (torch.load(tmp_path / d / "model.pt", weights_only=True) for d in ("often", "rarely"))
     for key in often["model"]:
         assert torch.equal(often["model"][key], rarely["model"][key]), key
     log_often, log_rarely = (pd.read_csv(tmp_path / d / "train_log.csv").drop(columns="iteration_s")

@@ -11,6 +11,7 @@ import torch
 
 from metarl.tasksets import read_taskset
 from metarl.training import build_method
+from metarl.utils.checkpoints import load_model_file
 from metarl.utils.io import atomic_path
 
 #: time steps shown: every step of the first episode's search, then episode ends
@@ -19,7 +20,7 @@ DEFAULT_STEPS = (0, 1, 2, 3, 4, 5, 6, 8, 10, 12, 15, 16, 20, 30, 45)
 
 def plot_belief_rollout(model_path, taskset_path, out_png, split: str = "test", num_tasks: int = 3,
                         steps=DEFAULT_STEPS, dpi: int = 150) -> None:
-    saved = torch.load(model_path, map_location="cpu", weights_only=False)
+    saved = load_model_file(model_path)
     method = build_method(saved["spec"], taskset_path, torch.device("cpu"))
     method.model.load_state_dict(saved["model"])
     tasks = read_taskset(taskset_path)[split][:num_tasks]

@@ -19,6 +19,7 @@ from metarl.analysis.trajectories import plot_paths
 from metarl.envs.point_robot import GOAL_RADIUS
 from metarl.tasksets import read_taskset
 from metarl.training import build_method
+from metarl.utils.checkpoints import load_model_file
 from metarl.utils.io import atomic_path
 from metarl.utils.runtime import seed_everything
 
@@ -27,7 +28,7 @@ DEFAULT_PLOT = {"style": "whitegrid", "context": "paper", "palette": "colorblind
 
 def load_model(model_path, taskset_path, seed_offset: int = 20_000):
     """Rebuild the method on CPU with the saved weights; figure noise seeded apart from training."""
-    saved = torch.load(model_path, map_location="cpu", weights_only=False)
+    saved = load_model_file(model_path)
     seed_everything(saved["spec"]["seed"] + seed_offset)
     method = build_method(saved["spec"], taskset_path, torch.device("cpu"))
     method.model.load_state_dict(saved["model"])

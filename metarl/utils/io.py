@@ -21,6 +21,8 @@ def atomic_path(path: str | os.PathLike):
     os.close(fd)
     try:
         yield Path(tmp)
+        with open(tmp, "rb+") as written:  # on disk before the rename: a power cut cannot leave it empty
+            os.fsync(written.fileno())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

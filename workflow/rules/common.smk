@@ -47,15 +47,18 @@ EXTRA_FIGURES = {}
 REFERENCE_LINES = {}
 
 
+def experiment_outputs(experiment):
+    """The tables and figures of one experiment (what `snakemake <experiment>` builds)."""
+    return [
+        f"results/{experiment}/table.html",
+        f"results/{experiment}/figures/curves.png",
+        f"results/{experiment}/figures/stages.png",
+        *EXTRA_FIGURES.get(experiment, []),
+    ]
+
+
 def all_outputs():
-    outputs = []
-    for experiment in EXPERIMENTS:
-        outputs += [
-            f"results/{experiment}/table.html",
-            f"results/{experiment}/figures/curves.png",
-            f"results/{experiment}/figures/stages.png",
-            *EXTRA_FIGURES.get(experiment, []),
-        ]
+    outputs = [output for experiment in EXPERIMENTS for output in experiment_outputs(experiment)]
     if config.get("claims"):
         outputs += ["results/claims.html", "results/claims.md"]
     return outputs

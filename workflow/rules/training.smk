@@ -13,6 +13,9 @@ rule train:
         out_dir=RUN,
         # outside the declared outputs, so Snakemake does not delete it before a rerun
         resume="results/.resume/{experiment}/{family}/{method}/seed{seed}.pt",
+        # TensorBoard event files, also undeclared: Snakemake would delete them before a resumed
+        # job continues them, and the CSVs above stay the results (`tensorboard --logdir results`)
+        tensorboard="results/tensorboard/{experiment}/{family}/{method}/seed{seed}",
     log:
         "results/logs/train/{experiment}/{family}/{method}/seed{seed}.log",
     benchmark:
@@ -24,7 +27,7 @@ rule train:
         gpu=job_resources("train")["gpu"],
     shell:
         "metarl train --spec {params.spec:q} --taskset {input.taskset} --out-dir {params.out_dir}"
-        " --resume {params.resume} 2>&1 | tee {log}"
+        " --resume {params.resume} --tensorboard {params.tensorboard} 2>&1 | tee {log}"
 
 
 rule evaluate:
