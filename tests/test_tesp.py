@@ -532,6 +532,25 @@ def test_reaching_envs_report_the_distance_reward(family_name):
     assert done.tolist() == [True, False, False]
 
 
+def test_e2_run_records_both_returns(tmp_path, repo_config):
+    """A smoke E2 run's learning curve and final evaluation carry the return and the distance-only
+    return, which differ by the control cost (so the latter is above the former)."""
+    from metarl import config as metarl_config
+    from metarl.evaluation import evaluate
+    from metarl.tasksets import write_taskset
+    from metarl.training import train
+
+    spec = metarl_config.run_spec({**repo_config, "scale": "smoke"}, "E2", "reacher_2link", "tesp", 0)
+    spec.update(curve_splits=["D"], eval_tasks=2)
+    write_taskset("reacher_2link", 0, tmp_path / "taskset.json")
+    train(spec, tmp_path / "taskset.json", tmp_path / "run", tmp_path / "run.resume", log=lambda line: None)
+    evaluate(tmp_path / "run" / "model.pt", tmp_path / "taskset.json", ["D_double_prime"], tmp_path / "eval.csv")
+    for frame in (pd.read_csv(tmp_path / "run" / "curve.csv"), pd.read_csv(tmp_path / "eval.csv")):
+        assert set(frame.stage) == {"warmup", "update_0", "update_1", "final"}
+        assert (frame["distance_return"] > frame["return"]).all()
+        assert (frame["distance_return"] - frame["return"] < 0.01 * frame["return"].abs()).all()
+
+
 def test_tables_and_figures_show_the_named_metric(tmp_path):
     """E2's table and figures show the distance-only return under its name; the mean and std over
     seeds of the per-seed task means are those of that column, not of the return."""
