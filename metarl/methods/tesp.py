@@ -14,8 +14,9 @@ leading task dimension and every network is evaluated with batched matmuls):
   0. encoder only: warm-up episodes sampled with h = 0 fill the episode buffer;
   1. for k = 0..K: h_k = mean over the buffered episodes of Enc_{theta_k}(episode) (GRU over
      (s, a, r) + linear layer), or the task vector v_k; sample episodes D_k from pi(a | s, h_k);
-     if k < K: theta_{k+1} = theta_k - alpha * grad L_PG(D_k) (vanilla policy gradient, linear
-     feature baseline, GAE) and the buffer keeps the best M episodes of itself and D_k.
+     if k < K: theta_{k+1} = theta_k - alpha * clip(grad L_PG(D_k)) (vanilla policy gradient,
+     linear feature baseline, GAE; global-norm clip per task) and the buffer keeps the best M
+     episodes of itself and D_k.
 Meta-update: PPO on D_K for the initial fast parameters theta, their learning rates alpha and the
 shared policy, plus eta * ||h_K||^2 / d.
 
