@@ -241,9 +241,10 @@ def reference_buffer(buffer: list | None, new: list, size: int, keep_best: bool)
     return sorted(merged, key=lambda e: -float(e["rewards"].sum()))[:size] if keep_best else merged
 
 
-def reference_fast_update(method: TESP, params: dict, buffer, episodes) -> tuple[dict, dict]:
+def reference_fast_update(method: TESP, params: dict, buffer, episodes) -> tuple[dict, dict, float]:
     """theta - alpha * g for one task; g = grad of the vanilla policy-gradient loss (mean of
-    -log pi * advantage over the task's steps), clipped to the global norm inner_grad_clip."""
+    -log pi * advantage over the task's steps), clipped to the global norm inner_grad_clip.
+    Returns the updated fast parameters, g, and the norm before clipping."""
     names = method.model.fast_names
     p = {**params, **{n: params[n].detach().clone().requires_grad_() for n in names}}
     h = reference_context(method, p, buffer)
@@ -253,8 +254,8 @@ def reference_fast_update(method: TESP, params: dict, buffer, episodes) -> tuple
     norm = torch.sqrt(sum(g.pow(2).sum() for g in grads))
     grads = [g * min(1.0, method.hp.inner_grad_clip / float(norm)) for g in grads]
     alpha = method.model.alpha()
-    return ({n: params[n] - alpha[n].detach() * g for n, g in zip(names, grads)},
-            {n: g for n, g in zip(names, grads)} | {"__norm__": norm})
+    return ({n: params[n] - alpha[n].detach() * g for n, g in zip(names, grads)}, dict(zip(names, grads)),
+            float(norm))
 
 
 def reference_adaptation(method: TESP, seen: list[Episodes], task: int) -> dict:
@@ -278,8 +279,8 @@ def reference_adaptation(method: TESP, seen: list[Episodes], task: int) -> dict:
             torch.testing.assert_close(reference_logp(method, params, h, e["obs"], e["actions"]), e["logp"])
         if k == hp.fast_updates:
             break
-        updated, grads = reference_fast_update(method, params, buffer, episodes)
-        norms.append(float(grads.pop("__norm__")))
+        updated, grads, norm = reference_fast_update(method, params, buffer, episodes)
+        norms.append(norm)
         params = {**params, **updated}
         grad_sum = {n: grad_sum[n] + grads[n] for n in grad_sum}
         if buffer is not None:
