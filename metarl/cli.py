@@ -39,7 +39,7 @@ def _table(args) -> None:
 
     from metarl.analysis.tables import write_tables
 
-    write_tables(pd.read_csv(args.evals), args.prefix, args.title)
+    write_tables(pd.read_csv(args.evals), args.prefix, args.title, args.metric, args.metric_label or args.metric)
 
 
 def _plot(args) -> None:
@@ -47,12 +47,12 @@ def _plot(args) -> None:
 
     from metarl.analysis import plots
 
-    style = json.loads(args.style)
+    style, label = json.loads(args.style), args.metric_label or args.metric
     if args.kind == "curves":
         plots.plot_curves(pd.read_csv(args.data), args.out, style, plots.load_reference(args.reference), args.title,
-                          args.families, args.methods)
+                          args.families, args.methods, args.metric, label)
     else:
-        plots.plot_stages(pd.read_csv(args.data), args.out, style, args.title)
+        plots.plot_stages(pd.read_csv(args.data), args.out, style, args.title, args.metric, label)
 
 
 def _figure(args) -> None:
@@ -142,6 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--evals", required=True)
     p.add_argument("--prefix", required=True, help="output path without extension")
     p.add_argument("--title", default="Final returns")
+    p.add_argument("--metric", default="return", help="the evaluation column to tabulate (E2: distance_return)")
+    p.add_argument("--metric-label", help="its name in the tables (default: the column name)")
     p.set_defaults(func=_table)
 
     p = sub.add_parser("plot", help="learning curves or return per evaluation stage")
@@ -151,6 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reference", help="JSON with reference lines {label, values: {family: value}}")
     p.add_argument("--families", nargs="+", help="curves: only these families (default: all)")
     p.add_argument("--methods", nargs="+", help="curves: only these methods, in this order (default: all)")
+    p.add_argument("--metric", default="return", help="the column to plot (E2: distance_return)")
+    p.add_argument("--metric-label", help="its axis label (default: the column name)")
     p.add_argument("--title", default="")
     p.add_argument("--out", required=True)
     p.set_defaults(func=_plot)

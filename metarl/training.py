@@ -178,7 +178,8 @@ def train(spec: dict[str, Any], taskset_path, out_dir, resume_path, checkpoint_e
             if iteration % spec["eval_every"] == 0 or iteration == spec["iterations"]:
                 with isolated_rng(spec["seed"] + CURVE_EVAL_SEED_OFFSET + iteration):
                     frame = evaluation_rows(method, tasks, spec["curve_splits"], spec.get("eval_tasks"))
-                frame = frame.groupby(["split", "stage"], as_index=False)["return"].mean()
+                # mean over tasks of every metric column (return; TESP's distance_return too)
+                frame = frame.drop(columns="task").groupby(["split", "stage"], as_index=False).mean()
                 frame.insert(0, "env_steps", method.env_steps)
                 frame.insert(0, "iteration", iteration)
                 curve_frames.append(frame.to_dict("list"))

@@ -1,41 +1,56 @@
 """TESP and its gradient-based baselines (metarl.methods.tesp) on a tiny pure-torch task family:
-a 2-D point that must reach an unobserved goal on the unit circle."""
+a 2-D point that must reach an unobserved goal on the unit circle.
+
+The reference tests re-implement TESP's adaptation and meta-update plainly, one task at a time
+(torch.nn.GRUCell and the policy nn.Sequential through torch.func.functional_call,
+torch.distributions.Normal, a numpy linear-feature baseline as rllab's / llan-ml/tesp
+tesp/baselines/linear_feature_baseline.py, torch.optim.Adam), in float64."""
 from __future__ import annotations
 
 import math
 from typing import ClassVar
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
+from torch.func import functional_call
 
+from metarl import cli
+from metarl.analysis.tables import write_tables
 from metarl.envs.base import BatchedEnv, TaskFamily
 from metarl.methods.tesp import TESP, Episodes, Hyperparams, advantages, update_buffer
 
 
 class PointGoalEnv(BatchedEnv):
+    """Reward -||pos - goal|| - 1e-3 ||a||^2, info["distance_reward"] = -||pos - goal||. Episodes
+    differ in length: environment i ends (terminated) after ``horizon - i % 4`` steps."""
+
     obs_dim, act_dim, discrete, horizon = 2, 2, False, 10
 
     def __init__(self, num_envs: int, device="cpu"):
         self.num_envs, self.device = num_envs, torch.device(device)
         self.goals = torch.zeros(num_envs, 2)
+        self.lengths = self.horizon - torch.arange(num_envs) % 4
 
     def set_tasks(self, tasks):
-        self.goals = torch.tensor([task["goal"] for task in tasks], dtype=torch.float32)
+        self.goals = torch.tensor([task["goal"] for task in tasks])
 
     def reset(self, seed=None):  # deterministic: the seed is not needed
         self.pos = torch.zeros(self.num_envs, 2)
         self.t = 0
-        self.truncated = torch.zeros(self.num_envs, dtype=torch.bool)
+        self.done = torch.zeros(self.num_envs, dtype=torch.bool)
         return self.pos.clone()
 
     def step(self, actions):
-        active = ~self.truncated
+        active = ~self.done
         self.pos = torch.where(active[:, None], self.pos + 0.2 * actions.clamp(-1, 1), self.pos)
-        reward = -(self.pos - self.goals).norm(dim=-1) * active
+        distance = (self.pos - self.goals).norm(dim=-1)
+        reward = (-distance - 1e-3 * actions.pow(2).sum(-1)) * active
         self.t += 1
-        self.truncated = self.truncated | (self.t >= self.horizon)
-        return self.pos.clone(), reward, torch.zeros_like(self.truncated), self.truncated.clone(), {}
+        terminated = active & (self.t >= self.lengths)
+        self.done = self.done | terminated
+        return self.pos.clone(), reward, terminated, torch.zeros_like(terminated), {"distance_reward": -distance * active}
 
 
 class PointGoalFamily(TaskFamily):
@@ -58,14 +73,15 @@ METHODS = {
     "maml": {"embedding": "none", "adapt_policy": True, "learn_alpha": False, "alpha_init": 0.1},
     "meta_sgd": {"embedding": "none", "adapt_policy": True},
     "adapt_sv": {"embedding": "task_vector"},
+    "v1": {"keep_best": False},
     "v2": {"adapt_policy": True},
     "v4": {"adapt_context": False},
 }
 
 
-def make(seed=0, **hparams) -> TESP:
+def make(seed=0, family: TaskFamily | None = None, **hparams) -> TESP:
     torch.manual_seed(seed)
-    family = PointGoalFamily()
+    family = family or PointGoalFamily()
     return TESP(family, family.sample_splits(np.random.default_rng(seed)), Hyperparams(**{**TINY, **hparams}),
                 "train", torch.device("cpu"))
 
@@ -135,19 +151,159 @@ def test_episode_buffer_keeps_exactly_the_best_m():
     torch.testing.assert_close(everything.returns, returns)
 
 
-@pytest.mark.parametrize("variant", ["tesp", "meta_sgd", "adapt_sv", "v2"])
-def test_batched_fast_update_equals_per_task_loop(variant):
-    method = make(**METHODS[variant], fast_updates=1)
+# ---------------------------------------------------------------------------------------------
+# A plain per-task reference of TESP: one task, one episode, one time step at a time.
+# ---------------------------------------------------------------------------------------------
+@pytest.fixture
+def float64():
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
+
+
+def randomise_alphas(method: TESP, low=0.01, high=0.1) -> None:
+    """Distinct rates per parameter entry, so that a mixed-up alpha shows."""
+    with torch.no_grad():
+        for a in method.model.alphas:
+            a.uniform_(low, high)
+
+
+def episodes_of(ep: Episodes, task: int) -> list[dict[str, torch.Tensor]]:
+    """The task's episodes, each cut to its own length."""
+    out = []
+    for e in range(ep.rewards.shape[1]):
+        n = int(ep.valid[task, e].sum())
+        assert ep.valid[task, e, :n].all()
+        out.append({"obs": ep.obs[task, e, :n], "actions": ep.actions[task, e, :n],
+                    "rewards": ep.rewards[task, e, :n], "logp": ep.logp[task, e, :n]})
+    return out
+
+
+def discounted(x: np.ndarray, factor: float) -> np.ndarray:
+    out, running = np.zeros_like(x), 0.0
+    for t in reversed(range(len(x))):
+        running = x[t] + factor * running
+        out[t] = running
+    return out
+
+
+def reference_advantages(episodes, gamma=0.99, lam=0.97) -> list[torch.Tensor]:
+    """rllab's LinearFeatureBaseline fitted on all the task's episodes (llan-ml/tesp
+    tesp/baselines/linear_feature_baseline.py, tesp/utils.py postprocess_trajectory), GAE per
+    episode with value 0 after its last step, then normalised over the task's steps."""
+    def features(obs):
+        o, t = np.clip(obs, -10, 10), np.arange(len(obs))[:, None] / 100.0
+        return np.concatenate([o, o ** 2, t, t ** 2, t ** 3, np.ones((len(obs), 1))], axis=1)
+    feats = [features(e["obs"].numpy()) for e in episodes]
+    rewards = [e["rewards"].numpy() for e in episodes]
+    x, y = np.concatenate(feats), np.concatenate([discounted(r, gamma) for r in rewards])
+    coeffs = np.linalg.lstsq(x.T @ x + 1e-5 * np.eye(x.shape[1]), x.T @ y, rcond=None)[0]
+    advs = []
+    for f, r in zip(feats, rewards):
+        v = np.append(f @ coeffs, 0.0)
+        advs.append(discounted(r + gamma * v[1:] - v[:-1], gamma * lam))
+    flat = np.concatenate(advs)
+    return [torch.from_numpy((a - flat.mean()) / (flat.std() + 1e-8)) for a in advs]
+
+
+def sub(params: dict, prefix: str) -> dict:
+    return {n.removeprefix(prefix): v for n, v in params.items() if n.startswith(prefix)}
+
+
+def reference_context(method: TESP, params: dict, buffer: list | None) -> torch.Tensor | None:
+    """h: mean over the buffered episodes of Linear(last hidden state of torch's GRUCell run over
+    (s, a, r)), zero before any episode; or the task vector; None without an embedding."""
+    model = method.model
+    if method.hp.embedding == "none":
+        return None
+    if method.hp.embedding == "task_vector":
+        return params["task_vector"]
+    if buffer is None:
+        return torch.zeros(method.hp.embedding_dim)
+    codes = []
+    for e in buffer:
+        hidden = torch.zeros(1, method.hp.gru_size)
+        for x in torch.cat([e["obs"], e["actions"], e["rewards"][:, None]], 1):
+            hidden = functional_call(model.encoder["gru"], sub(params, "encoder.gru."), (x[None], hidden))
+        codes.append(functional_call(model.encoder["out"], sub(params, "encoder.out."), (hidden,))[0])
+    return torch.stack(codes).mean(0)
+
+
+def reference_logp(method: TESP, params: dict, h, obs, actions) -> torch.Tensor:
+    x = obs if h is None else torch.cat([obs, h.expand(len(obs), -1)], 1)
+    mean = functional_call(method.model.policy, sub(params, "policy."), (x,))
+    return torch.distributions.Normal(mean, params["log_std"].exp()).log_prob(actions).sum(-1)
+
+
+def reference_buffer(buffer: list | None, new: list, size: int, keep_best: bool) -> list:
+    merged = (buffer or []) + new
+    return sorted(merged, key=lambda e: -float(e["rewards"].sum()))[:size] if keep_best else merged
+
+
+def reference_fast_update(method: TESP, params: dict, buffer, episodes) -> tuple[dict, dict, float]:
+    """theta - alpha * g for one task; g = grad of the vanilla policy-gradient loss (mean of
+    -log pi * advantage over the task's steps), clipped to the global norm inner_grad_clip.
+    Returns the updated fast parameters, g, and the norm before clipping."""
+    names = method.model.fast_names
+    p = {**params, **{n: params[n].detach().clone().requires_grad_() for n in names}}
+    h = reference_context(method, p, buffer)
+    logp = torch.cat([reference_logp(method, p, h, e["obs"], e["actions"]) for e in episodes])
+    loss = -(logp * torch.cat(reference_advantages(episodes))).mean()
+    grads = torch.autograd.grad(loss, [p[n] for n in names])
+    norm = torch.sqrt(sum(g.pow(2).sum() for g in grads))
+    grads = [g * min(1.0, method.hp.inner_grad_clip / float(norm)) for g in grads]
+    alpha = method.model.alpha()
+    return ({n: params[n] - alpha[n].detach() * g for n, g in zip(names, grads)}, dict(zip(names, grads)),
+            float(norm))
+
+
+def reference_adaptation(method: TESP, seen: list[Episodes], task: int) -> dict:
+    """One task's adaptation replayed on the episodes the method sampled (``seen``: warm-up, if
+    any, then D_0..D_K), checking that each was sampled from the policy the reference expects."""
+    hp = method.hp
+    params = {n: v.detach() for n, v in method.model.params().items()}
+    rollouts = [episodes_of(ep, task) for ep in seen]
+    buffer, norms = None, []
+    if hp.embedding == "encoder":
+        warmup, *rollouts = rollouts
+        h = reference_context(method, params, None)
+        for e in warmup:
+            torch.testing.assert_close(reference_logp(method, params, h, e["obs"], e["actions"]), e["logp"])
+        buffer = reference_buffer(None, warmup, hp.buffer_size, hp.keep_best)
+    assert len(rollouts) == hp.fast_updates + 1
+    grad_sum = {n: torch.zeros_like(params[n]) for n in method.model.fast_names}
+    for k, episodes in enumerate(rollouts):
+        h = reference_context(method, params, buffer)
+        for e in episodes:  # D_k was sampled with theta_k and h_k
+            torch.testing.assert_close(reference_logp(method, params, h, e["obs"], e["actions"]), e["logp"])
+        if k == hp.fast_updates:
+            break
+        updated, grads, norm = reference_fast_update(method, params, buffer, episodes)
+        norms.append(norm)
+        params = {**params, **updated}
+        grad_sum = {n: grad_sum[n] + grads[n] for n in grad_sum}
+        if buffer is not None:
+            buffer = reference_buffer(buffer, episodes, hp.buffer_size, hp.keep_best)
+    return {"params": params, "grad_sum": grad_sum, "buffer": buffer, "episodes": rollouts[-1], "norms": norms}
+
+
+@pytest.mark.parametrize(("variant", "clip"), [("tesp", 60.0), ("tesp", 1e-3), ("meta_sgd", 60.0), ("meta_sgd", 1e-2),
+                                               ("adapt_sv", 1e-3), ("v1", 60.0), ("v2", 1e-3)])
+def test_batched_fast_update_equals_per_task_loop(variant, clip, float64):
+    """K = 2 fast updates of 3 tasks at once against the plain per-task reference, with the
+    gradient clip idle (60, the authors' value) and active (tiny)."""
+    method = make(**METHODS[variant], fast_updates=2, inner_grad_clip=clip)
+    randomise_alphas(method)
     seen = record_rollouts(method)
     ad = method.adapt(method.tasks["train"][:3], episodes_per_task=4)
-    *warmup, first, _ = seen
-    buffer = update_buffer(None, warmup[0], 3, True) if warmup else None
-    shared = {n: p.detach() for n, p in method.model.params().items()}
+    assert {int(ep.valid.sum(-1).min()) for ep in seen} == {7}  # episodes of unequal lengths
     for t in range(3):
-        fast = {n: shared[n].unsqueeze(0) for n in method.model.fast_names}
-        one, _ = method.fast_step(shared, fast, None if buffer is None else buffer.index([t]), first.index([t]))
-        for name in fast:
-            torch.testing.assert_close(ad.fast[name][t], one[name][0], rtol=1e-4, atol=1e-6)
+        reference = reference_adaptation(method, seen, t)
+        assert any(norm > clip for norm in reference["norms"]) == (clip < 1)  # the clip is exercised
+        for name in method.model.fast_names:
+            torch.testing.assert_close(ad.fast[name][t], reference["params"][name], rtol=1e-9, atol=1e-12)
+            torch.testing.assert_close(ad.grad_sum[name][t], reference["grad_sum"][name], rtol=1e-9, atol=1e-12)
 
 
 @pytest.mark.parametrize("variant", list(METHODS))
@@ -170,14 +326,257 @@ def test_state_dict_resume_equals_uninterrupted(variant):
         torch.testing.assert_close(a, b, msg=name)
 
 
-def test_evaluate_reports_every_stage():
-    method = make(fast_updates=2)
-    frame = method.evaluate(method.tasks["test"][:5])  # 5 tasks: two chunks of eval_batch 4
-    assert sorted(frame.stage.unique()) == ["final", "update_0", "update_1", "update_2", "warmup"]
-    assert sorted(frame.task.unique()) == list(range(5))
-    final = frame[frame.stage == "final"].set_index("task")["return"]
-    torch.testing.assert_close(torch.tensor(final.values),
-                               torch.tensor(frame[frame.stage == "update_2"].set_index("task")["return"].values))
+class CountingEnv(PointGoalEnv):
+    """Every step of the c-th sampling round (reset) pays c + goal_x, and -c as the distance
+    reward; environment i ends after i % 4 + 1 steps. With 4 episodes per task (task-major), a
+    task's mean return in round c is (1 + 2 + 3 + 4) / 4 * (c + goal_x)."""
+
+    def __init__(self, num_envs: int, device="cpu"):
+        super().__init__(num_envs, device)
+        self.lengths, self.resets = torch.arange(num_envs) % 4 + 1, 0
+
+    def reset(self, seed=None):
+        self.resets += 1
+        return super().reset(seed)
+
+    def step(self, actions):
+        active = ~self.done
+        obs, _, terminated, truncated, _ = super().step(actions)
+        reward = (self.resets + self.goals[:, 0]) * active
+        return obs, reward, terminated, truncated, {"distance_reward": -self.resets * active.double()}
+
+
+class CountingFamily(PointGoalFamily):
+    def make_batched(self, num_envs, device="cpu"):
+        return CountingEnv(num_envs, device)
+
+
+@pytest.mark.parametrize("variant", ["tesp", "meta_sgd"])
+def test_evaluate_reports_every_stage(variant):
+    """Hand-computed stage returns: round 1 is the encoder's warm-up (h = 0), then update_0..K,
+    and final repeats update_K; 5 tasks run as two batches (eval_batch 4), each on its own env."""
+    method = make(family=CountingFamily(), **METHODS[variant], fast_updates=2, eval_episodes=4, eval_batch=4)
+    tasks = method.tasks["test"][:5]
+    frame = method.evaluate(tasks)
+    stages = ["warmup"] * (variant == "tesp") + ["update_0", "update_1", "update_2"]
+    rounds = {stage: c + 1 for c, stage in enumerate(stages)} | {"final": len(stages)}
+    expected = pd.DataFrame([{"task": i, "stage": stage, "return": 2.5 * (c + task["goal"][0]),
+                              "distance_return": -2.5 * c} for stage, c in rounds.items() for i, task in enumerate(tasks)])
+    key = ["stage", "task"]
+    pd.testing.assert_frame_equal(frame.sort_values(key).reset_index(drop=True),
+                                  expected.sort_values(key).reset_index(drop=True)[frame.columns], check_dtype=False)
+    assert list(dict.fromkeys(frame.stage)) == [*stages, "final"]  # chronological: the tables' stage order
+
+
+@pytest.mark.parametrize("variant", ["tesp", "meta_sgd", "adapt_sv"])
+def test_alpha_gradient_through_the_fast_update(variant, float64):
+    """First order, theta_K = theta - alpha * G with G = g_0 + g_1 held constant, so for one task
+    dL/dalpha = -G * dL/dtheta_K = -G * dL/dtheta (by hand); and it is the derivative of the loss
+    (central finite differences on the largest entries)."""
+    method = make(**METHODS[variant], fast_updates=2)
+    randomise_alphas(method)
+    ad = method.adapt(method.tasks["train"][:3], episodes_per_task=4)
+    adv = advantages(ad.episodes, 0.99, 0.97)
+    task = torch.tensor([1])
+    names, params, alpha = method.model.fast_names, method.model.params(), method.model.alpha()
+    loss, _ = method.meta_loss(ad, adv, task)
+    grads = torch.autograd.grad(loss, [params[n] for n in names] + [alpha[n] for n in names])
+    theta_grads, alpha_grads = dict(zip(names, grads[:len(names)])), dict(zip(names, grads[len(names):]))
+    for name in names:
+        assert ad.grad_sum[name][1].abs().max() > 0
+        torch.testing.assert_close(alpha_grads[name], -ad.grad_sum[name][1] * theta_grads[name], rtol=1e-9, atol=1e-14)
+
+    for name in names[:2]:
+        flat = alpha_grads[name].flatten()
+        for entry in flat.abs().topk(min(3, flat.numel())).indices.tolist():
+            values = []
+            for step in (1e-6, -1e-6):
+                with torch.no_grad():
+                    alpha[name].view(-1)[entry] += step
+                values.append(method.meta_loss(ad, adv, task)[0].item())
+                with torch.no_grad():
+                    alpha[name].view(-1)[entry] -= step
+            finite_difference = (values[0] - values[1]) / 2e-6
+            assert finite_difference == pytest.approx(flat[entry].item(), rel=1e-5, abs=1e-9)
+
+
+def test_eta_term_value_and_gradient(float64):
+    """eta times the mean square entry of h_K (the authors' regulariser, llan-ml/tesp
+    tesp/rllib_models/rllib_tesp.py), averaged over the tasks: its value from torch's GRUCell on
+    each task's buffer, and its gradient with respect to the encoder's initial weights."""
+    method = make(fast_updates=1)
+    randomise_alphas(method)
+    ad = method.adapt(method.tasks["train"][:3], episodes_per_task=4)
+    adv, tasks = advantages(ad.episodes, 0.99, 0.97), torch.arange(3)
+    params, alpha = method.model.params(), method.model.alpha()
+    encoder = [n for n in params if n.startswith("encoder.")]
+
+    def loss_and_grads(eta):
+        method.hp.eta = eta
+        loss, h_term = method.meta_loss(ad, adv, tasks)
+        return loss, h_term, torch.autograd.grad(loss, [params[n] for n in encoder])
+    with_eta, without = loss_and_grads(0.3), loss_and_grads(0.0)
+
+    terms = []
+    for t in range(3):
+        adapted = {**params, **{n: params[n] - alpha[n] * ad.grad_sum[n][t] for n in method.model.fast_names}}
+        for n in method.model.fast_names:
+            torch.testing.assert_close(adapted[n], ad.fast[n][t])
+        h = reference_context(method, adapted, episodes_of(ad.buffer, t))
+        terms.append(h.pow(2).sum() / len(h))
+    reference = torch.stack(terms).mean()
+    reference_grads = torch.autograd.grad(0.3 * reference, [params[n] for n in encoder])
+    assert reference > 0
+    torch.testing.assert_close(with_eta[1], reference)
+    torch.testing.assert_close(with_eta[0] - without[0], 0.3 * reference)
+    for name, a, b, expected in zip(encoder, with_eta[2], without[2], reference_grads):
+        torch.testing.assert_close(a - b, expected, rtol=1e-7, atol=1e-12, msg=name)
+
+
+def reference_meta_update(method: TESP, initial: dict, references: list[dict], seed: int) -> dict:
+    """PPO epochs written plainly: per task, theta_K = theta - alpha * G (G constant), h_K from
+    its buffer, the clipped surrogate averaged over its steps plus eta * mean(h_K^2); tasks
+    averaged per minibatch; torch.optim.Adam; learned rates clamped to +-alpha_clip after each step."""
+    hp, names = method.hp, method.model.fast_names
+    weights = {n: v.detach().clone().requires_grad_(v.requires_grad) for n, v in initial.items()}
+    theta = {n: v for n, v in weights.items() if not n.startswith("alphas.")}
+    alpha = {n: weights[f"alphas.{i}"] for i, n in enumerate(names)}
+    optimizer = torch.optim.Adam([v for v in weights.values() if v.requires_grad], lr=hp.lr)
+    advs = [reference_advantages(r["episodes"]) for r in references]
+    torch.manual_seed(seed)  # the minibatch order: the same draws as the method's
+    for _ in range(hp.ppo_epochs):
+        for chunk in torch.randperm(len(references)).chunk(hp.ppo_minibatches):
+            losses = []
+            for t in chunk.tolist():
+                ref = references[t]
+                p = {**theta, **{n: theta[n] - alpha[n] * ref["grad_sum"][n] for n in names}}
+                h = reference_context(method, p, ref["buffer"])
+                surrogate = []
+                for e, a in zip(ref["episodes"], advs[t]):
+                    ratio = torch.exp(reference_logp(method, p, h, e["obs"], e["actions"]) - e["logp"])
+                    surrogate.append(torch.min(ratio * a, ratio.clamp(1 - hp.ppo_clip, 1 + hp.ppo_clip) * a))
+                regulariser = 0.0 if h is None else h.pow(2).mean()
+                losses.append(-torch.cat(surrogate).mean() + hp.eta * regulariser)
+            optimizer.zero_grad()
+            torch.stack(losses).mean().backward()
+            optimizer.step()
+            with torch.no_grad():
+                for a in alpha.values():
+                    a.clamp_(-hp.alpha_clip, hp.alpha_clip)
+    return weights
+
+
+@pytest.mark.parametrize(("variant", "near_clip"), [("tesp", False), ("tesp", True), ("meta_sgd", True),
+                                                    ("maml", False), ("adapt_sv", False), ("v2", False)])
+def test_meta_update_equals_per_task_reference(variant, near_clip, float64):
+    """One whole meta-update (2 PPO epochs of 2 minibatches over 3 tasks' post-adaptation
+    episodes) against the plain per-task reference from the same weights and data. ``near_clip``:
+    rates start at +-0.099 with lr 0.01, so Adam's first step pushes many past +-0.1 (the clamp)."""
+    extra = {"alpha_init": 0.099, "lr": 0.01} if near_clip else {}
+    method = make(**{**METHODS[variant], **extra}, fast_updates=2, meta_batch=3, ppo_epochs=2, ppo_minibatches=2,
+                  eta=0.3)
+    if near_clip:
+        with torch.no_grad():
+            for a in method.model.alphas:
+                a.mul_(torch.randint(2, a.shape) * 2 - 1)  # +-0.099
+    elif method.hp.learn_alpha:
+        randomise_alphas(method)
+    seen = record_rollouts(method)
+    ad = method.adapt(method.tasks["train"][:3], episodes_per_task=4)
+    references = [reference_adaptation(method, seen, t) for t in range(3)]
+    initial = {n: v.detach().clone().requires_grad_(v.requires_grad) for n, v in method.model.named_parameters()}
+
+    torch.manual_seed(7)
+    perms = [torch.randperm(3).tolist() for _ in range(2)]
+    assert perms[0] != [0, 1, 2] or perms[1] != [0, 1, 2]  # the tasks are permuted: indexing is exercised
+    torch.manual_seed(7)
+    method.meta_update(ad)
+    expected = reference_meta_update(method, initial, references, seed=7)
+
+    for name, value in method.model.named_parameters():
+        assert not torch.equal(value, initial[name]) or not value.requires_grad, name  # every trained weight moved
+        torch.testing.assert_close(value, expected[name].detach(), rtol=1e-8, atol=1e-11, msg=name)
+    alphas = torch.cat([a.flatten() for a in method.model.alphas])
+    assert alphas.abs().max() <= method.hp.alpha_clip
+    if near_clip:
+        assert (alphas.abs() == method.hp.alpha_clip).float().mean() > 0.2
+
+
+# ---------------------------------------------------------------------------------------------
+# The TESP paper's metric: the distance-only return, recorded next to the return and shown by E2.
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("family_name", ["reacher_2link", "wheeled"])
+def test_reaching_envs_report_the_distance_reward(family_name):
+    """info["distance_reward"] is -||p - goal|| (p: fingertip / body, after the step), and the
+    reward is it minus 1e-3 ||a||^2; both are 0 once an episode is over. The first target sits on
+    the starting point, so that episode ends at the first step."""
+    from metarl.envs import get_family
+
+    family = get_family(family_name)
+    env = family.make_batched(3)
+    env.reset(seed=0)
+    start = family.position(env._fields)[0].tolist()
+    goals = np.array([start, [0.5, 0.5], [-0.3, 0.8]])
+    env.set_tasks([{"goal": g.tolist()} for g in goals])
+    env.reset(seed=0)
+    done = torch.zeros(3, dtype=torch.bool)
+    for _ in range(5):
+        actions = torch.randn(3, family.act_dim)
+        _, reward, terminated, truncated, info = env.step(actions)
+        distance = np.linalg.norm(family.position(env._fields) - goals, axis=1)
+        active = ~done
+        expected = torch.where(active, -torch.tensor(distance, dtype=torch.float32), 0.0)
+        torch.testing.assert_close(info["distance_reward"], expected)
+        torch.testing.assert_close(reward - info["distance_reward"],
+                                   torch.where(active, -1e-3 * actions.pow(2).sum(-1), 0.0), rtol=1e-4, atol=1e-6)
+        done |= terminated | truncated
+    assert done.tolist() == [True, False, False]
+
+
+def test_e2_run_records_both_returns(tmp_path, repo_config):
+    """A smoke E2 run's learning curve and final evaluation carry the return and the distance-only
+    return, which differ by the control cost (so the latter is above the former)."""
+    from metarl import config as metarl_config
+    from metarl.evaluation import evaluate
+    from metarl.tasksets import write_taskset
+    from metarl.training import train
+
+    spec = metarl_config.run_spec({**repo_config, "scale": "smoke"}, "E2", "reacher_2link", "tesp", 0)
+    spec.update(curve_splits=["D"], eval_tasks=2)
+    write_taskset("reacher_2link", 0, tmp_path / "taskset.json")
+    train(spec, tmp_path / "taskset.json", tmp_path / "run", tmp_path / "run.resume", log=lambda line: None)
+    evaluate(tmp_path / "run" / "model.pt", tmp_path / "taskset.json", ["D_double_prime"], tmp_path / "eval.csv")
+    for frame in (pd.read_csv(tmp_path / "run" / "curve.csv"), pd.read_csv(tmp_path / "eval.csv")):
+        assert set(frame.stage) == {"warmup", "update_0", "update_1", "final"}
+        assert (frame["distance_return"] > frame["return"]).all()
+        assert (frame["distance_return"] - frame["return"] < 0.01 * frame["return"].abs()).all()
+
+
+def test_tables_and_figures_show_the_named_metric(tmp_path):
+    """E2's table and figures show the distance-only return under its name; the mean and std over
+    seeds of the per-seed task means are those of that column, not of the return."""
+    rows = [{"family": "reacher_2link", "split": "D", "method": "tesp", "seed": seed, "env_steps": 10, "iteration": 1,
+             "task": task, "stage": stage, "return": -100.0, "distance_return": -(seed + 1) * (task + 1.0)}
+            for seed in (0, 1) for task in (0, 1) for stage in ("update_0", "final")]
+    evals = pd.DataFrame(rows)
+    label = "return (distance only, as TESP paper)"
+    write_tables(evals, str(tmp_path / "table"), "E2", "distance_return", label)
+    summary = pd.read_csv(tmp_path / "table.csv")
+    final = summary[summary.stage == "final"].iloc[0]
+    assert (final["mean"], final["std"]) == pytest.approx((-2.25, math.sqrt(1.125)))  # seed means -1.5 and -3
+    assert f"Return (distance only, as TESP paper) per evaluation stage" in (tmp_path / "table.md").read_text()
+    assert "-2.250 ± 1.061" in (tmp_path / "table.md").read_text()
+
+    data = tmp_path / "evals.csv"
+    evals.to_csv(data, index=False)
+    style = '{"style": "whitegrid", "context": "paper", "palette": "colorblind", "spread": "sd", "dpi": 20}'
+    for kind in ("curves", "stages"):
+        out = tmp_path / f"{kind}.png"
+        cli.main(["plot", kind, "--data", str(data), "--style", style, "--metric", "distance_return",
+                  "--metric-label", label, "--out", str(out)])
+        assert out.stat().st_size > 0
+    with pytest.raises(ValueError, match="metric column 'success' not in the data"):
+        cli.main(["table", "--evals", str(data), "--prefix", str(tmp_path / "t"), "--metric", "success"])
 
 
 @pytest.mark.slow

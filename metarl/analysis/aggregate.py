@@ -25,16 +25,22 @@ def stage_order(evals: pd.DataFrame) -> list[str]:
     return [s for s in order if s != FINAL_STAGE] + [FINAL_STAGE] * (FINAL_STAGE in order)
 
 
-def seed_means(evals: pd.DataFrame) -> pd.DataFrame:
-    """Mean over tasks: one number per run (seed), split and stage."""
+def require_metric(frame: pd.DataFrame, metric: str) -> None:
+    if metric not in frame:
+        raise ValueError(f"metric column {metric!r} not in the data; columns: {list(frame.columns)}")
+
+
+def seed_means(evals: pd.DataFrame, metric: str = "return") -> pd.DataFrame:
+    """Mean over tasks of the ``metric`` column: one number per run (seed), split and stage."""
+    require_metric(evals, metric)
     return evals.groupby([*GROUP, "seed", "stage"], as_index=False).agg(
-        env_steps=("env_steps", "first"), **{"return": ("return", "mean")})
+        env_steps=("env_steps", "first"), **{metric: (metric, "mean")})
 
 
-def summarise(evals: pd.DataFrame) -> pd.DataFrame:
+def summarise(evals: pd.DataFrame, metric: str = "return") -> pd.DataFrame:
     """Mean, standard deviation and count over seeds of the per-seed task means."""
-    per_seed = seed_means(evals)
+    per_seed = seed_means(evals, metric)
     summary = per_seed.groupby([*GROUP, "stage"], as_index=False).agg(
-        mean=("return", "mean"), std=("return", "std"), seeds=("seed", "nunique"), env_steps=("env_steps", "mean"))
+        mean=(metric, "mean"), std=(metric, "std"), seeds=("seed", "nunique"), env_steps=("env_steps", "mean"))
     summary["std"] = summary["std"].fillna(0.0)
     return summary

@@ -10,7 +10,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
-from metarl.analysis.aggregate import stage_order
+from metarl.analysis.aggregate import require_metric, stage_order
 from metarl.methods import FINAL_STAGE
 from metarl.utils.io import atomic_path
 
@@ -42,11 +42,13 @@ def _save(grid, out_png, dpi: int) -> None:
 
 
 def plot_curves(curves: pd.DataFrame, out_png, style: dict, reference: dict | None = None, title: str = "",
-                families: list[str] | None = None, methods: list[str] | None = None) -> None:
-    """Return of the headline stage vs meta-training env steps; mean ± spread over seeds,
-    one panel per (split, family); optional reference lines per family. ``families`` and
-    ``methods`` restrict the figure to a subset (e.g. an ablation study)."""
+                families: list[str] | None = None, methods: list[str] | None = None,
+                metric: str = "return", label: str = "return") -> None:
+    """The ``metric`` column (y axis named ``label``) of the headline stage vs meta-training env
+    steps; mean ± spread over seeds, one panel per (split, family); optional reference lines per
+    family. ``families`` and ``methods`` restrict the figure to a subset (e.g. an ablation study)."""
     apply_style(style)
+    require_metric(curves, metric)
     data = curves[curves.stage == FINAL_STAGE].copy()
     for column, keep in (("family", families), ("method", methods)):
         if keep:
@@ -56,7 +58,7 @@ def plot_curves(curves: pd.DataFrame, out_png, style: dict, reference: dict | No
             data = data[data[column].isin(keep)]
     # seeds may differ slightly in env steps (early terminations): align them on the iteration
     data["env_steps"] = data.groupby(["family", "method", "iteration"])["env_steps"].transform("mean")
-    grid = sns.relplot(data=data, x="env_steps", y="return", hue="method", hue_order=methods, **_facets(data),
+    grid = sns.relplot(data=data, x="env_steps", y=metric, hue="method", hue_order=methods, **_facets(data),
                        kind="line", marker="o", errorbar=ERRORBAR[style["spread"]],  # marker: one-point curves show
                        facet_kws={"sharey": False, "sharex": False}, height=3.2, aspect=1.3)
     _title_panels(grid, data)
@@ -66,24 +68,27 @@ def plot_curves(curves: pd.DataFrame, out_png, style: dict, reference: dict | No
             if family in reference["values"]:
                 line = ax.axhline(reference["values"][family], ls="--", color="black", lw=1, label=reference["label"])
                 ax.legend(handles=[line], loc="lower right", fontsize="small")
-    grid.set_axis_labels("meta-training env steps", "return")
+    grid.set_axis_labels("meta-training env steps", label)
     if title:
         grid.figure.suptitle(title, y=1.02)
     _save(grid, out_png, style["dpi"])
 
 
-def plot_stages(evals: pd.DataFrame, out_png, style: dict, title: str = "") -> None:
-    """Return at each evaluation stage (episode k, adaptation trajectory k, fast update k)."""
+def plot_stages(evals: pd.DataFrame, out_png, style: dict, title: str = "", metric: str = "return",
+                label: str = "return") -> None:
+    """The ``metric`` column (named ``label``) at each evaluation stage (episode k, adaptation
+    trajectory k, fast update k)."""
     apply_style(style)
-    per_seed = evals.groupby(["family", "split", "method", "seed", "stage"], as_index=False)["return"].mean()
+    require_metric(evals, metric)
+    per_seed = evals.groupby(["family", "split", "method", "seed", "stage"], as_index=False)[metric].mean()
     per_seed = per_seed[per_seed.stage != FINAL_STAGE]
     order = [s for s in stage_order(evals) if s != FINAL_STAGE]
-    grid = sns.catplot(data=per_seed, x="stage", y="return", hue="method", **_facets(per_seed),
+    grid = sns.catplot(data=per_seed, x="stage", y=metric, hue="method", **_facets(per_seed),
                        kind="point", order=order, errorbar=ERRORBAR[style["spread"]],
                        dodge=0.3 if per_seed.method.nunique() > 1 else False,
                        sharey=False, height=3.2, aspect=1.3)
     _title_panels(grid, per_seed)
-    grid.set_axis_labels("evaluation stage", "return")
+    grid.set_axis_labels("evaluation stage", label)
     for ax in grid.axes.flat:
         ax.tick_params(axis="x", rotation=45)
     if title:

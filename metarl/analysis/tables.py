@@ -1,4 +1,4 @@
-"""Tables of final returns (mean ± std over seeds) as CSV, Markdown and HTML."""
+"""Tables of final returns (or another metric column; mean ± std over seeds) as CSV, Markdown and HTML."""
 from __future__ import annotations
 
 import pandas as pd
@@ -17,11 +17,13 @@ def wide_table(summary: pd.DataFrame, stages: list[str]) -> pd.DataFrame:
     return wide.reset_index()
 
 
-def write_tables(evals: pd.DataFrame, prefix: str, title: str) -> None:
-    summary = summarise(evals)
+def write_tables(evals: pd.DataFrame, prefix: str, title: str, metric: str = "return", label: str = "return") -> None:
+    """The ``metric`` column per evaluation stage, named ``label`` in the Markdown and HTML."""
+    summary = summarise(evals, metric)
     save_csv(summary, f"{prefix}.csv")
     wide = wide_table(summary, stage_order(evals))
-    save_text(f"# {title}\n\nReturn per evaluation stage, mean ± std over seeds (each seed: mean over "
+    heading = label[:1].upper() + label[1:]
+    save_text(f"# {title}\n\n{heading} per evaluation stage, mean ± std over seeds (each seed: mean over "
               f"the split's tasks).\n\n{wide.to_markdown(index=False)}\n", f"{prefix}.md")
-    save_text(f"<h3>{title}</h3>\n<p>Return per evaluation stage, mean ± std over seeds.</p>\n"
+    save_text(f"<h3>{title}</h3>\n<p>{heading} per evaluation stage, mean ± std over seeds.</p>\n"
               + wide.to_html(index=False, border=0, classes="table table-striped"), f"{prefix}.html")

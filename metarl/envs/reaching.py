@@ -19,7 +19,7 @@ from typing import ClassVar
 import numpy as np
 
 from metarl.envs.base import Task
-from metarl.envs.mujoco_batch import ASSETS, MujocoEnv, MujocoFamily, State
+from metarl.envs.mujoco_batch import ASSETS, MujocoBatchedEnv, MujocoEnv, MujocoFamily, State
 
 IN_DISTRIBUTION = (0.2, 1.1)
 OUT_OF_DISTRIBUTION = (1.1, 1.5)
@@ -63,6 +63,21 @@ class _ReachingFamily(MujocoFamily):
     def reward(self, s, before, after, action, task):
         distance = np.linalg.norm(after - task, axis=1)
         return -distance - 1e-3 * np.square(action).sum(axis=1), distance < self.success_radius
+
+    def make_batched(self, num_envs, device="cpu", num_threads=1):
+        return _ReachingBatchedEnv(self, num_envs, device, num_threads)
+
+
+class _ReachingBatchedEnv(MujocoBatchedEnv):
+    """Adds ``info["distance_reward"]`` = −‖p − goal‖ (0 once an episode is over): the reward
+    without the control cost, whose sum is the return the TESP paper reports (the authors' envs
+    put it in ``info["dist_reward"]``: llan-ml/tesp tesp/envs/mujoco/reacher.py)."""
+
+    def step(self, actions):
+        active = ~self._done
+        obs, reward, terminated, truncated, info = super().step(actions)
+        distance = np.linalg.norm(self._position - self._task_array, axis=1)  # position after the step
+        return obs, reward, terminated, truncated, {**info, "distance_reward": self._to_tensor(np.where(active, -distance, 0.0))}
 
 
 class WheeledFamily(_ReachingFamily):

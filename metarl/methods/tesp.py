@@ -14,10 +14,17 @@ leading task dimension and every network is evaluated with batched matmuls):
   0. encoder only: warm-up episodes sampled with h = 0 fill the episode buffer;
   1. for k = 0..K: h_k = mean over the buffered episodes of Enc_{theta_k}(episode) (GRU over
      (s, a, r) + linear layer), or the task vector v_k; sample episodes D_k from pi(a | s, h_k);
-     if k < K: theta_{k+1} = theta_k - alpha * grad L_PG(D_k) (vanilla policy gradient, linear
-     feature baseline, GAE) and the buffer keeps the best M episodes of itself and D_k.
+     if k < K: theta_{k+1} = theta_k - alpha * clip(grad L_PG(D_k)) (vanilla policy gradient,
+     linear feature baseline, GAE; global-norm clip per task) and the buffer keeps the best M
+     episodes of itself and D_k.
 Meta-update: PPO on D_K for the initial fast parameters theta, their learning rates alpha and the
-shared policy, plus eta * ||h_K||^2.
+shared policy, plus eta * ||h_K||^2 / d.
+
+Returns: the reward the methods learn from includes the environment's control cost; environments
+whose step info carries ``distance_reward`` (the reaching families) also have the distance-only
+return recorded per stage, which is the metric the TESP paper reports (the authors' code sums
+``info["dist_reward"]`` into the custom metric ``episode_dist_reward``: llan-ml/tesp
+tesp/maml/maml.py, on_episode_step; tesp/envs/mujoco/reacher.py).
 
 The meta-gradient is FIRST ORDER: the fast-update gradients g_k are treated as constants, so
 theta_K = theta - alpha * sum_k g_k, which passes the PPO gradient to theta unchanged and to alpha
@@ -49,6 +56,9 @@ class Hyperparams:
     learn_alpha: bool = True      # per-parameter learned fast learning rates (False: MAML, V5)
     alpha_init: float = 1e-3
     alpha_clip: float = 0.1       # learned rates stay in [-alpha_clip, alpha_clip]
+    # each task's fast-update gradient is clipped to this global norm (llan-ml/tesp: inner_grad_clip
+    # 60 in tesp/main_train.py, tf.clip_by_global_norm in tesp/maml/maml_policy_graph.py)
+    inner_grad_clip: float = 60.0
     fast_updates: int = 3         # K
     buffer_size: int = 16         # M
     keep_best: bool = True        # False: the buffer holds all episodes (V1)
@@ -71,6 +81,8 @@ class Hyperparams:
     def __post_init__(self):
         if self.embedding not in EMBEDDINGS:
             raise ValueError(f"embedding must be one of {EMBEDDINGS}, got {self.embedding!r}")
+        if self.inner_grad_clip <= 0:
+            raise ValueError(f"inner_grad_clip must be positive, got {self.inner_grad_clip}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -83,17 +95,21 @@ class Episodes:
     rewards: Tensor  # (T, E, L), 0 on invalid steps
     logp: Tensor     # (T, E, L) log-probability under the sampling policy
     valid: Tensor    # (T, E, L) bool
+    distance_rewards: Tensor | None = None  # (T, E, L) the env's info["distance_reward"], if it has one
 
     @property
     def returns(self) -> Tensor:
         return self.rewards.sum(-1)
 
+    def _fields(self) -> list[Tensor | None]:
+        return [getattr(self, f.name) for f in dataclasses.fields(self)]
+
     def index(self, tasks, episodes=slice(None)) -> Episodes:
-        return Episodes(*(getattr(self, f.name)[tasks, episodes] for f in dataclasses.fields(self)))
+        return Episodes(*(None if v is None else v[tasks, episodes] for v in self._fields()))
 
     def cat(self, other: Episodes) -> Episodes:
-        return Episodes(*(torch.cat([getattr(self, f.name), getattr(other, f.name)], dim=1)
-                          for f in dataclasses.fields(self)))
+        return Episodes(*(None if a is None else torch.cat([a, b], dim=1)
+                          for a, b in zip(self._fields(), other._fields())))
 
 
 def update_buffer(buffer: Episodes | None, new: Episodes, size: int, keep_best: bool) -> Episodes:
@@ -107,13 +123,18 @@ def update_buffer(buffer: Episodes | None, new: Episodes, size: int, keep_best: 
 
 
 def advantages(ep: Episodes, gamma: float, lam: float) -> Tensor:
-    """GAE over a linear-feature baseline (rllab's: obs, obs^2, t, t^2, t^3, 1) fitted per task
-    on the same episodes, normalised per task. Episode ends (termination or horizon) are
-    terminal, as in rllab."""
+    """GAE over a linear-feature baseline fitted per task on the same episodes, normalised per task.
+
+    As the authors' code (llan-ml/tesp tesp/baselines/linear_feature_baseline.py, rllab's
+    LinearFeatureBaseline): features (clip(obs, ±10), its square, t/100, (t/100)^2, (t/100)^3, 1),
+    ridge 1e-5, fitted to the discounted returns of all the task's episodes of the round
+    (tesp/utils.py postprocess_trajectory); GAE with value 0 after an episode's last step
+    (termination or horizon). The authors then use the advantages unnormalised (rllib's
+    compute_advantages); we normalise them per task, as rllab/garage's MAML (center_adv)."""
     T, E, L = ep.rewards.shape
-    mask = ep.valid.float()
+    mask = ep.valid.to(ep.rewards.dtype)
     returns = torch.zeros_like(ep.rewards)
-    running = torch.zeros(T, E, device=mask.device)
+    running = ep.rewards.new_zeros(T, E)
     for t in reversed(range(L)):
         running = ep.rewards[:, :, t] + gamma * running  # rewards are 0 after an episode ends
         returns[:, :, t] = running
@@ -124,10 +145,10 @@ def advantages(ep: Episodes, gamma: float, lam: float) -> Tensor:
     y = (returns * mask).reshape(T, E * L, 1).double()
     eye = torch.eye(x.shape[-1], dtype=x.dtype, device=x.device)
     weights = torch.linalg.solve(x.mT @ x + 1e-5 * eye, x.mT @ y)
-    values = ((x @ weights).reshape(T, E, L) * mask).float()
+    values = ((x @ weights).reshape(T, E, L) * mask).to(ep.rewards.dtype)
 
     adv = torch.zeros_like(ep.rewards)
-    running = torch.zeros(T, E, device=mask.device)
+    running = ep.rewards.new_zeros(T, E)
     for t in reversed(range(L)):
         next_value = values[:, :, t + 1] if t + 1 < L else torch.zeros_like(running)
         delta = ep.rewards[:, :, t] + gamma * next_value - values[:, :, t]
@@ -229,8 +250,9 @@ class Adaptation:
     grad_sum: dict[str, Tensor]  # sum of the K fast-update gradients per fast parameter, (T, ...)
     buffer: Episodes | None      # the buffer h_K was computed from
     episodes: Episodes           # D_K, sampled after K fast updates
-    returns: list[Tensor]        # mean return per task after k = 0..K fast updates
-    warmup_returns: Tensor | None  # mean return per task with h = 0 (encoder only)
+    #: mean return per task by stage: warmup (h = 0, encoder only), update_k after k fast updates
+    returns: dict[str, Tensor]
+    distance_returns: dict[str, Tensor]  # the same for info["distance_reward"]; empty without it
     env_steps: int               # steps sampled, warm-up included
 
 
@@ -269,9 +291,13 @@ class TESP(Method):
             obs = obs.reshape(num_tasks, E, -1)
             mean, log_std = self.model.policy_dist(p, obs, h)
             action = mean + log_std.exp() * torch.randn_like(mean)
-            next_obs, reward, terminated, truncated, _ = env.step(action.reshape(env.num_envs, -1))
+            next_obs, reward, terminated, truncated, info = env.step(action.reshape(env.num_envs, -1))
             ep.obs[:, :, t], ep.actions[:, :, t], ep.valid[:, :, t] = obs, action, alive
             ep.rewards[:, :, t] = reward.reshape(num_tasks, E) * alive
+            if "distance_reward" in info:
+                if ep.distance_rewards is None:
+                    ep.distance_rewards = torch.zeros_like(ep.rewards)
+                ep.distance_rewards[:, :, t] = info["distance_reward"].reshape(num_tasks, E) * alive
             ep.logp[:, :, t] = gaussian_log_prob(action, mean, log_std)
             alive = alive & ~(terminated | truncated).reshape(num_tasks, E)
             obs = next_obs
@@ -289,14 +315,17 @@ class TESP(Method):
 
     def fast_step(self, shared: dict[str, Tensor], fast: dict[str, Tensor], buffer: Episodes | None,
                   ep: Episodes) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-        """One fast update of every task at once: theta - alpha * grad L_PG(ep), where the tasks'
-        losses are summed so one backward pass yields each task's own gradient. Returns the
-        updated fast parameters and the gradients."""
+        """One fast update of every task at once: theta - alpha * g, g = grad L_PG(ep) clipped to
+        the global norm ``inner_grad_clip`` per task; the tasks' losses are summed so one backward
+        pass yields each task's own gradient. Returns the updated fast parameters and the g."""
         p = {**shared, **{n: v.detach().requires_grad_() for n, v in fast.items()}}
         with torch.enable_grad():
             h = self.model.context(p, buffer, ep.rewards.shape[0])
             loss = self.pg_loss(p, h, ep, advantages(ep, self.hp.gamma, self.hp.gae_lambda)).sum()
             grads = dict(zip(fast, torch.autograd.grad(loss, [p[n] for n in fast])))
+        norm = torch.stack([g.flatten(1).pow(2).sum(1) for g in grads.values()]).sum(0).sqrt()  # (T,)
+        scale = (self.hp.inner_grad_clip / norm).clamp(max=1.0)  # tf.clip_by_global_norm
+        grads = {n: g * scale.reshape(-1, *[1] * (g.dim() - 1)) for n, g in grads.items()}
         alpha = self.model.alpha()
         return {n: fast[n] - alpha[n].detach() * grads[n] for n in fast}, grads
 
@@ -308,16 +337,22 @@ class TESP(Method):
         shared = {n: p.detach() for n, p in model.params().items()}
         fast = {n: shared[n].expand(T, *shared[n].shape).clone() for n in model.fast_names}
         grad_sum = {n: torch.zeros_like(v) for n, v in fast.items()}
-        buffer, returns, steps, warmup_returns = None, [], 0, None
+        buffer, returns, distance_returns, steps = None, {}, {}, 0
+
+        def record(stage: str, ep: Episodes) -> None:
+            returns[stage] = ep.returns.mean(1)
+            if ep.distance_rewards is not None:
+                distance_returns[stage] = ep.distance_rewards.sum(-1).mean(1)
+
         if hp.embedding == "encoder":
             warmup = self.rollout(env, {**shared, **fast}, model.context(shared, None, T), T)
             buffer, steps = update_buffer(None, warmup, hp.buffer_size, hp.keep_best), int(warmup.valid.sum())
-            warmup_returns = warmup.returns.mean(1)
+            record("warmup", warmup)
         for k in range(hp.fast_updates + 1):
             p = {**shared, **fast}
             ep = self.rollout(env, p, model.context(p, buffer, T), T)
             steps += int(ep.valid.sum())
-            returns.append(ep.returns.mean(1))
+            record(f"update_{k}", ep)
             if k == hp.fast_updates:
                 break
             if fast:
@@ -326,11 +361,11 @@ class TESP(Method):
             if buffer is not None:
                 buffer = update_buffer(buffer, ep, hp.buffer_size, hp.keep_best)
         return Adaptation(fast=fast, grad_sum=grad_sum, buffer=buffer, episodes=ep, returns=returns,
-                          warmup_returns=warmup_returns, env_steps=steps)
+                          distance_returns=distance_returns, env_steps=steps)
 
     # -- meta-update (outer loop) ---------------------------------------------------------------
     def meta_loss(self, ad: Adaptation, adv: Tensor, idx: Tensor) -> tuple[Tensor, Tensor]:
-        """PPO-clip surrogate on D_K of tasks ``idx`` + eta * ||h_K||^2, as a function of the
+        """PPO-clip surrogate on D_K of tasks ``idx`` + eta * ||h_K||^2 / d, as a function of the
         initial parameters, the learning rates and the shared policy (first order)."""
         p, alpha = self.model.params(), self.model.alpha()
         for n in self.model.fast_names:
@@ -343,17 +378,17 @@ class TESP(Method):
         ratio = torch.exp(logp - ep.logp)
         surrogate = torch.min(ratio * adv[idx], ratio.clamp(1 - self.hp.ppo_clip, 1 + self.hp.ppo_clip) * adv[idx])
         loss = -((surrogate * ep.valid).sum((1, 2)) / ep.valid.sum((1, 2))).mean()
-        h_norm = loss.new_zeros(()) if h is None else h.pow(2).sum(-1).mean()
+        # the mean square entry of h, not its squared norm: the authors' regulariser, for which the
+        # paper's eta values were set (llan-ml/tesp tesp/rllib_models/rllib_tesp.py, loss())
+        h_norm = loss.new_zeros(()) if h is None else h.pow(2).mean()
         return loss + self.hp.eta * h_norm, h_norm
 
-    def train_iteration(self) -> dict[str, float]:
-        hp, train = self.hp, self.tasks[self.train_split]
-        batch = [train[i] for i in torch.randperm(len(train))[:hp.meta_batch].tolist()]
-        ad = self.adapt(batch, hp.episodes_per_task)
-        self.env_steps += ad.env_steps
+    def meta_update(self, ad: Adaptation) -> tuple[Tensor, Tensor]:
+        """PPO epochs on D_K (minibatches of tasks); returns the last minibatch's loss and h term."""
+        hp = self.hp
         adv = advantages(ad.episodes, hp.gamma, hp.gae_lambda)
         for _ in range(hp.ppo_epochs):
-            for idx in torch.randperm(len(batch), device=self.device).chunk(hp.ppo_minibatches):
+            for idx in torch.randperm(adv.shape[0], device=self.device).chunk(hp.ppo_minibatches):
                 loss, h_norm = self.meta_loss(ad, adv, idx)
                 self.optimizer.zero_grad()
                 loss.backward()
@@ -361,28 +396,38 @@ class TESP(Method):
                 with torch.no_grad():  # the paper clips the learned learning rates
                     for a in self.model.alphas:
                         a.clamp_(-hp.alpha_clip, hp.alpha_clip)
-        metrics = {f"return_update_{k}": r.mean().item() for k, r in enumerate(ad.returns)}
-        if ad.warmup_returns is not None:
-            metrics["return_warmup"] = ad.warmup_returns.mean().item()
-        metrics.update({"return": ad.returns[-1].mean().item(), "meta_loss": loss.item(), "h_norm": h_norm.item()})
+        return loss, h_norm
+
+    def train_iteration(self) -> dict[str, float]:
+        hp, train = self.hp, self.tasks[self.train_split]
+        batch = [train[i] for i in torch.randperm(len(train))[:hp.meta_batch].tolist()]
+        ad = self.adapt(batch, hp.episodes_per_task)
+        self.env_steps += ad.env_steps
+        loss, h_norm = self.meta_update(ad)
+        final = f"update_{hp.fast_updates}"
+        metrics = {f"return_{stage}": r.mean().item() for stage, r in ad.returns.items()}
+        metrics["return"] = ad.returns[final].mean().item()
+        if ad.distance_returns:
+            metrics["distance_return"] = ad.distance_returns[final].mean().item()
+        metrics.update({"meta_loss": loss.item(), "h_norm": h_norm.item()})
         if self.model.fast_names:
             metrics["alpha_abs_mean"] = torch.cat([a.abs().flatten() for a in self.model.alphas]).mean().item()
         return metrics
 
     def evaluate(self, tasks: list[Task]) -> pd.DataFrame:
-        """Per task: stages ``update_k`` (mean return after k fast updates), ``final`` (after K)
-        and, with an encoder, ``warmup`` (h = 0: before any adaptation)."""
+        """Per task: stages ``warmup`` (encoder only: h = 0, before any adaptation), ``update_k``
+        (mean return after k fast updates) and ``final`` (after K); column ``return``, and
+        ``distance_return`` (the paper's metric) where the environment reports it."""
         rows = []
         for start in range(0, len(tasks), self.hp.eval_batch):
             ad = self.adapt(tasks[start:start + self.hp.eval_batch], self.hp.eval_episodes)
-            if ad.warmup_returns is not None:
-                rows += [{"task": start + i, "stage": "warmup", "return": value}
-                         for i, value in enumerate(ad.warmup_returns.tolist())]
-            for k, returns in enumerate(ad.returns):
-                for i, value in enumerate(returns.tolist()):
-                    rows.append({"task": start + i, "stage": f"update_{k}", "return": value})
-                    if k == self.hp.fast_updates:
-                        rows.append({"task": start + i, "stage": FINAL_STAGE, "return": value})
+            stages = [(stage, stage) for stage in ad.returns] + [(FINAL_STAGE, f"update_{self.hp.fast_updates}")]
+            for stage, source in stages:
+                for i, value in enumerate(ad.returns[source].tolist()):
+                    row = {"task": start + i, "stage": stage, "return": value}
+                    if ad.distance_returns:
+                        row["distance_return"] = ad.distance_returns[source][i].item()
+                    rows.append(row)
         return pd.DataFrame(rows)
 
     def state_dict(self):

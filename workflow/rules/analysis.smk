@@ -1,6 +1,15 @@
 # Aggregation (data) is separate from tables and plotting (presentation), so that editing the
 # plot style reruns only the plotting rules.
 
+# experiment -> the evaluation column its tables and figures show and its name, where that is not
+# the return (an experiment's rule file adds its entry)
+METRICS = {}
+
+
+def metric_args(experiment):
+    metric = METRICS.get(experiment)
+    return f"--metric {metric['column']} --metric-label {shlex.quote(metric['label'])}" if metric else ""
+
 
 rule aggregate:
     localrule: True
@@ -36,6 +45,7 @@ rule table:
         ),
     params:
         title=lambda w: f"{w.experiment}: {config['experiments'][w.experiment]['title']}",
+        metric=lambda w: metric_args(w.experiment),
     log:
         "results/logs/table/{experiment}.log",
     threads: 1
@@ -44,7 +54,7 @@ rule table:
         runtime=10,
     shell:
         "metarl table --evals {input} --prefix results/{wildcards.experiment}/table"
-        " --title {params.title:q} > {log} 2>&1"
+        " --title {params.title:q} {params.metric} > {log} 2>&1"
 
 
 rule plot_curves:
@@ -63,6 +73,7 @@ rule plot_curves:
         style=json.dumps(config["plot"], sort_keys=True),
         title=lambda w: f"{w.experiment}: {config['experiments'][w.experiment]['title']}",
         reference=lambda w, input: f"--reference {input.reference}" if input.reference else "",
+        metric=lambda w: metric_args(w.experiment),
     log:
         "results/logs/plot/{experiment}_curves.log",
     threads: 1
@@ -70,7 +81,7 @@ rule plot_curves:
         mem_mb=2000,
         runtime=10,
     shell:
-        "metarl plot curves --data {input.curves} --style {params.style:q} {params.reference}"
+        "metarl plot curves --data {input.curves} --style {params.style:q} {params.reference} {params.metric}"
         " --title {params.title:q} --out {output} > {log} 2>&1"
 
 
@@ -88,6 +99,7 @@ rule plot_stages:
     params:
         style=json.dumps(config["plot"], sort_keys=True),
         title=lambda w: f"{w.experiment}: {config['experiments'][w.experiment]['title']}",
+        metric=lambda w: metric_args(w.experiment),
     log:
         "results/logs/plot/{experiment}_stages.log",
     threads: 1
@@ -95,5 +107,5 @@ rule plot_stages:
         mem_mb=2000,
         runtime=10,
     shell:
-        "metarl plot stages --data {input} --style {params.style:q} --title {params.title:q}"
+        "metarl plot stages --data {input} --style {params.style:q} --title {params.title:q} {params.metric}"
         " --out {output} > {log} 2>&1"
