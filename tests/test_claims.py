@@ -219,6 +219,36 @@ def test_written_tables_list_every_comparison(synthetic, tmp_path):
     assert "2 reproduced, 2 not reproduced, 3 inconclusive, 4 missing" in md
 
 
+def test_claim_reads_the_named_column(tmp_path):
+    """E2's claims read the TESP paper's distance-only return, not the return with control cost:
+    the two columns rank the methods differently here."""
+    rows = [{**row, "distance_return": distance + 0.1 * (row["seed"] - 1)}  # per-seed spread in both columns
+            for method, returns, distance in [("tesp", [[-10.0], [-10.2], [-9.8]], -5.0),
+                                              ("maml", [[-6.0], [-6.1], [-5.9]], -8.0)]
+            for row in eval_rows("E2", "reacher_2link", method, returns, split="D")]
+    (tmp_path / "E2").mkdir()
+    pd.DataFrame(rows).to_csv(tmp_path / "E2" / "evals.csv", index=False)
+    plan = {"experiments": {"E2": {"enabled": True, "families": ["reacher_2link"], "methods": ["tesp", "maml"],
+                                   "runs": [["reacher_2link", "tesp"], ["reacher_2link", "maml"]]}},
+            "claims": [{"id": c, "paper": "TESP", "experiment": "E2", "text": "tesp beats", "metric": "return",
+                        "split": "D", "op": "greater", "lhs": "tesp", "rhs": "maml", **extra}
+                       for c, extra in [("with_control_cost", {}), ("paper_metric", {"column": "distance_return"})]]}
+    table = claims.evaluate_claims(plan, tmp_path).set_index("id")
+    assert table.loc["with_control_cost", "lhs_mean"] == pytest.approx(-10.0)
+    assert table.loc["with_control_cost", "verdict"] == "not reproduced"
+    assert table.loc["paper_metric", "lhs_mean"] == pytest.approx(-5.0)
+    assert table.loc["paper_metric", "rhs_mean"] == pytest.approx(-8.0)
+    assert table.loc["paper_metric", "verdict"] == "reproduced"
+    assert table.loc["paper_metric", "metric"] == "return (distance_return)"
+
+
+def test_distance_return_only_where_it_is_recorded(repo_config):
+    claim = next(c for c in repo_config["claims"] if c["id"] == "e2_tesp_beats_baselines_on_d")
+    assert claim["column"] == "distance_return"  # the repository's E2 claims use the paper's metric
+    with pytest.raises(ConfigError, match="e1_vate_beats_rl2.*column 'distance_return' is recorded by tesp"):
+        metarl_config.validate(bad_claim(repo_config, column="distance_return"))
+
+
 # ----------------------------------------------------------------------------- malformed claims
 
 def bad_claim(config, **change):

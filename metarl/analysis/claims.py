@@ -11,6 +11,10 @@ stage), a constant, or a reference value (``bayes_optimal``, ``known_goal``). Me
 * ``curve_first`` / ``curve_last`` / ``curve_mean``  curve.csv: the learning curve's first point
   (after the first ``eval_every`` iterations), last point, or mean over its points.
 
+``return`` and the curve metrics read the ``return`` column unless the claim names another
+``column``: ``distance_return`` is the TESP paper's metric (distance term only, no control cost),
+recorded by TESP-family methods on the reaching families.
+
 Statistical rule (alpha = 0.05, at least 3 seeds on every method side), one rule for all ops:
 the claim is **reproduced** when one-sided tests at level alpha put the effect inside the claimed
 region; **not reproduced** when the point estimate lies outside the claimed region (our data
@@ -48,6 +52,7 @@ MIN_SEEDS = 3
 METRICS = ("return", "goal_reached", "curve_first", "curve_last", "curve_mean")
 CURVE_METRICS = ("curve_first", "curve_last", "curve_mean")
 REFERENCES = ("bayes_optimal", "known_goal")
+COLUMNS = ("return", "distance_return")
 VERDICTS = ("reproduced", "not reproduced", "inconclusive", "missing")
 
 
@@ -204,7 +209,8 @@ def side_spec(side, claim: dict) -> dict:
         side = {"method": side}
     if "reference" in side:
         return dict(side)
-    return {"metric": claim["metric"], "split": claim.get("split"), "stage": claim.get("stage", FINAL_STAGE), **side}
+    return {"metric": claim["metric"], "split": claim.get("split"), "stage": claim.get("stage", FINAL_STAGE),
+            "column": claim.get("column", "return"), **side}
 
 
 def label(side: dict) -> str:
@@ -300,6 +306,13 @@ def _check_side(config, name, claim, row, side, configured, run_spec):
         raise ConfigError(f"{name}: split {side['split']!r} is not in experiments.{claim['experiment']}.{kind} {splits}")
     if side["metric"] == "goal_reached" and not getattr(get_family(family), "sparse", False):
         raise ConfigError(f"{name}: metric 'goal_reached' needs a sparse-reward family, {family!r} is not")
+    if side["column"] not in COLUMNS:
+        raise ConfigError(f"{name}: unknown column {side['column']!r}; known: {list(COLUMNS)}")
+    if side["column"] == "distance_return" and (
+            side["metric"] == "goal_reached" or config["methods"][method]["algo"] != "tesp"
+            or not getattr(get_family(family), "distance_reward", False)):
+        raise ConfigError(f"{name}: column 'distance_return' is recorded by tesp-algorithm methods on the reaching "
+                          f"families (metric return or curve_*), not by {method} on {family} with metric {side['metric']!r}")
     if not any((family, method) == (f, m) for f, m, _ in configured):
         return  # not run: reported as missing, nothing more to check
     stages = stages_of(run_spec(config, claim["experiment"], family, method, 0))
@@ -391,11 +404,11 @@ class Results:
             raise Missing(f"no {kind} rows for {side['method']} on {family}, split {side['split']}, stage {side['stage']}")
         by_seed = rows.groupby("seed")
         if side["metric"] == "return":
-            values = by_seed["return"].mean()
+            values = by_seed[side["column"]].mean()
         elif side["metric"] == "goal_reached":
             values = by_seed["return"].apply(lambda r: float((r > 0).mean()))
         else:
-            ordered = rows.sort_values("iteration").groupby("seed")["return"]
+            ordered = rows.sort_values("iteration").groupby("seed")[side["column"]]
             values = {"curve_first": ordered.first, "curve_last": ordered.last, "curve_mean": ordered.mean}[side["metric"]]()
         return values.astype(float)
 
@@ -449,7 +462,9 @@ def evaluate_claims(plan: dict, results="results") -> pd.DataFrame:
         experiment = claim["experiment"]
         for row in expand(claim, plan["experiments"][experiment]):
             record = {"id": row["id"], "paper": claim["paper"], "experiment": experiment, "family": row["family"],
-                      "claim": claim["text"], "metric": row["lhs"]["metric"], "split": row["lhs"]["split"],
+                      "claim": claim["text"],
+                      "metric": row["lhs"]["metric"] + (f" ({row['lhs']['column']})" if row["lhs"]["column"] != "return" else ""),
+                      "split": row["lhs"]["split"],
                       "stage": row["lhs"]["stage"], "lhs": _side_text(row["lhs"], row["lhs"]), "op": _op_text(claim),
                       "rhs": _side_text(row["rhs"], row["lhs"])}
             out.append({**record, **_evaluate_row(plan, store, claim, row)})

@@ -50,6 +50,7 @@ class _ReachingFamily(MujocoFamily):
     split_sizes: ClassVar[dict[str, int]] = {"D": SPLIT_SIZE, "D_prime": SPLIT_SIZE, "D_double_prime": SPLIT_SIZE}
     reset_noise_scale = 0.01
     success_radius: float
+    distance_reward = True  # step info carries the TESP paper's metric, −‖p − goal‖
 
     def sample_splits(self, rng: np.random.Generator) -> dict[str, list[Task]]:
         return {
