@@ -59,20 +59,45 @@ def test_cheetah_dir_reward():
         assert reward == pytest.approx(direction * v, abs=1e-12)
 
 
-def ant_contact_cost(data):
-    return 5e-4 * np.square(np.clip(data.cfrc_ext, -1, 1)).sum()
+# Contact costs come from gymnasium's own Ant-v5 / Humanoid-v5 (same MJCF files, same
+# qpos/qvel/action), whose contact forces are those of mj_rnePostConstraint after the step.
+
+
+def gymnasium_state_after(gym_id, steps):
+    """qpos and qvel of gymnasium's env after ``steps`` zero-action steps from reset(seed=0)."""
+    env = gym.make(gym_id).unwrapped
+    env.reset(seed=0)
+    for _ in range(steps):
+        env.step(np.zeros(env.action_space.shape))
+    return env.data.qpos.copy(), env.data.qvel.copy()
+
+
+def gymnasium_step(gym_id, qpos, qvel, action):
+    """One step of gymnasium's env from (qpos, qvel): its info dict and its MjData."""
+    env = gym.make(gym_id).unwrapped
+    env.reset(seed=0)
+    env.set_state(qpos, qvel)
+    info = env.step(action)[4]
+    return info, env.data
+
+
+# the ant stands on its legs after 20 steps, the humanoid's feet are on the floor from step 9
+ANT_LANDED, HUMANOID_LANDED = ("Ant-v5", 20), ("Humanoid-v5", 10)
 
 
 def test_ant_fwd_back_reward_and_termination():
     env = make("ant_fwd_back")
-    qvel = np.zeros(env.model.nv)
-    qvel[:2] = (1.0, 0.5)
+    qpos, qvel = gymnasium_state_after(*ANT_LANDED)
+    qvel[:2] += (1.0, 0.5)
     action = np.full(8, 0.2)
     for angle in (0.0, np.pi):
-        reward, terminated, before, _ = step_from(env, {"angle": angle}, qvel=qvel, action=action)
+        reward, terminated, before, _ = step_from(env, {"angle": angle}, qpos, qvel, action)
+        info, gym_data = gymnasium_step("Ant-v5", qpos, qvel, action)
+        np.testing.assert_array_equal(env.data.qpos, gym_data.qpos)  # the same physics
+        assert info["reward_contact"] < 0  # standing: the contact term is in play
         displacement = env.data.qpos[:2] - before["qpos"][:2]
         velocity = displacement @ [np.cos(angle), np.sin(angle)] / 0.05
-        assert reward == pytest.approx(velocity - 0.5 * 8 * 0.04 - ant_contact_cost(env.data) + 1.0, abs=1e-12)
+        assert reward == pytest.approx(velocity - 0.5 * 8 * 0.04 + info["reward_contact"] + 1.0, abs=1e-12)
         assert not terminated
     qpos = env.model.qpos0.copy()
     qpos[2] = 1.5  # torso above the healthy range [0.2, 1]
@@ -82,22 +107,15 @@ def test_ant_fwd_back_reward_and_termination():
 
 def test_ant_goal_reward_never_terminates():
     env = make("ant_goal")
-    qpos = env.model.qpos0.copy()
-    qpos[2] = 1.5
+    qpos, qvel = gymnasium_state_after(*ANT_LANDED)
     action = np.full(8, -0.3)
-    reward, terminated, _, _ = step_from(env, {"goal": [1.0, -2.0]}, qpos=qpos, action=action)
+    reward, terminated, _, _ = step_from(env, {"goal": [1.0, -2.0]}, qpos, qvel, action)
+    info, _ = gymnasium_step("Ant-v5", qpos, qvel, action)
+    assert info["reward_contact"] < 0
     l1 = abs(env.data.qpos[0] - 1.0) + abs(env.data.qpos[1] + 2.0)
-    assert reward == pytest.approx(-l1 - 0.1 * 8 * 0.09 - ant_contact_cost(env.data), abs=1e-12)
-    assert not terminated
-
-
-def test_ant_contact_forces_are_computed():
-    env = make("ant_goal")
-    env.reset(seed=0)
-    for _ in range(20):  # the ant falls onto its legs
-        env.step(np.zeros(8))
-    assert np.abs(env.data.cfrc_ext).sum() > 0
-    assert np.abs(env._obs()[27:]).sum() > 0  # clipped forces are observed
+    assert reward == pytest.approx(-l1 - 0.1 * 8 * 0.09 + info["reward_contact"], abs=1e-12)
+    qpos[2] = 1.5  # outside the ant's healthy range, which Ant-Goal ignores
+    assert not step_from(env, {"goal": [1.0, -2.0]}, qpos=qpos)[1]
 
 
 def test_humanoid_dir_reward_and_termination():
@@ -107,19 +125,56 @@ def test_humanoid_dir_reward_and_termination():
     def com(xipos):
         return (mass @ xipos / mass.sum())[:2]
 
-    qvel = np.zeros(env.model.nv)
-    qvel[:2] = (0.6, -0.2)
+    qpos, qvel = gymnasium_state_after(*HUMANOID_LANDED)
+    qvel[:2] += (0.6, -0.2)
     action = np.full(17, 0.1)
     angle = 2.0
-    reward, terminated, before, _ = step_from(env, {"angle": angle}, qvel=qvel, action=action)
-    forward = 0.25 * (com(env.data.xipos) - com(before["xipos"])) @ [np.cos(angle), np.sin(angle)] / 0.003
-    impact = min(5e-7 * np.square(env.data.cfrc_ext).sum(), 10.0)
+    direction = np.array([np.cos(angle), np.sin(angle)])
+    reward, terminated, before, _ = step_from(env, {"angle": angle}, qpos, qvel, action)
+    info, gym_data = gymnasium_step("Humanoid-v5", qpos, qvel, action)
+    np.testing.assert_array_equal(env.data.qpos, gym_data.qpos)
+    forward = 0.25 * (com(env.data.xipos) - com(before["xipos"])) @ direction / 0.003
     assert forward != 0
-    assert reward == pytest.approx(forward - 0.1 * 17 * 0.01 - impact + 5.0, abs=1e-10)
+    assert forward == pytest.approx(1.25 * (info["x_velocity"] * direction[0] + info["y_velocity"] * direction[1]))
+    assert info["reward_contact"] < 0  # feet on the floor: impact cost
+    assert reward == pytest.approx(forward - 0.1 * 17 * 0.01 + info["reward_contact"] + 5.0, abs=1e-10)
     assert not terminated
     qpos = env.model.qpos0.copy()
     qpos[2] = 0.5  # lying down
     assert step_from(env, {"angle": angle}, qpos=qpos)[1]
+
+
+@pytest.mark.parametrize(("name", "gym_id"), [("ant_goal", "Ant-v5"), ("humanoid_dir", "Humanoid-v5")])
+def test_contact_forces_match_gymnasium(name, gym_id):
+    """Both env forms observe gymnasium's cfrc_ext: zero after a reset, then at every step."""
+    family = get_family(name)
+    env = make(name)
+    batched = family.make_batched(2)
+    references = [gym.make(gym_id).unwrapped for _ in range(2)]
+    for env_form in ("gym", "batched"):
+        # same seeds, same initial-state noise: the four envs start in gymnasium's state
+        obs = batched.reset(seed=[3, 4]).numpy() if env_form == "batched" else env.reset(seed=3)[0][None]
+        for i, o in enumerate(obs):
+            np.testing.assert_allclose(o, references[i].reset(seed=3 + i)[0], rtol=1e-6, atol=1e-6)
+        rng = np.random.default_rng(0)
+        in_contact = 0
+        for _ in range(30):
+            action = rng.uniform(-0.4, 0.4, (2, family.act_dim))
+            if env_form == "batched":
+                obs, _, terminated, _, _ = batched.step(torch.from_numpy(action))
+                obs, ended = obs.numpy(), terminated.numpy()
+            else:
+                o, _, ended, _, _ = env.step(action[0])
+                obs, ended = o[None], np.array([ended])
+            for i, o in enumerate(obs):
+                reference_obs, _, _, _, info = references[i].step(action[i])
+                np.testing.assert_allclose(o, reference_obs, rtol=1e-5, atol=1e-5)
+                in_contact += info["reward_contact"] < 0
+            if env_form == "gym":
+                np.testing.assert_allclose(env.data.cfrc_ext, references[0].data.cfrc_ext, rtol=1e-9, atol=1e-9)
+            if ended.any():  # frozen from here on; gymnasium's envs would go on
+                break
+        assert in_contact >= 10  # contacts were compared, not just zeros
 
 
 def test_walker_params_reward_and_termination():

@@ -67,20 +67,32 @@ def test_horizon_and_frozen_after_truncation():
     assert (reward == 0).all() and (info["sparse_reward"] == 0).all() and truncated.all() and not terminated.any()
 
 
+@pytest.mark.parametrize("seed", [0, 1, 1234])
+def test_batched_seed_starts_where_gym_env_does(seed):
+    """Batched env i reset with seed s starts exactly where the gymnasium env reset with s + i
+    does (the dense robot's start is random; the sparse ones start at the origin)."""
+    for name in FAMILIES:
+        family = get_family(name)
+        batched = family.make_batched(4)
+        starts = batched.reset(seed=seed).numpy()
+        expected = np.stack([family.make_gym().reset(seed=seed + i)[0] for i in range(4)])
+        np.testing.assert_array_equal(starts, expected)
+        if name == "point_robot":
+            assert len(np.unique(starts, axis=0)) == 4
+
+
 @pytest.mark.parametrize("name", FAMILIES)
 def test_batched_matches_gym(name):
     family = get_family(name)
     tasks = family.sample_splits(np.random.default_rng(0))["test"][:3]
     batched = family.make_batched(len(tasks))
     batched.set_tasks(tasks)
-    torch.manual_seed(0)
-    start = batched.reset()
-    actions = torch.rand(family.horizon, len(tasks), 2) * 0.3 - 0.15
+    start = batched.reset(seed=5)
+    actions = torch.rand(family.horizon, len(tasks), 2, generator=torch.Generator().manual_seed(0)) * 0.3 - 0.15
     out = [batched.step(a) for a in actions]
     for i, task in enumerate(tasks):
         env = family.make_gym(task).unwrapped
-        env.reset(seed=0)
-        env.pos = start[i].numpy().copy()  # the dense robot's random start comes from torch in the batched form
+        np.testing.assert_array_equal(env.reset(seed=5 + i)[0], start[i].numpy())  # seed + i, as gymnasium
         for t, a in enumerate(actions):
             obs, reward, terminated, truncated, info = env.step(a[i].numpy())
             b_obs, b_reward, b_term, b_trunc, b_info = out[t]

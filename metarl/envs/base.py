@@ -28,9 +28,10 @@ class BatchedEnv(ABC):
 
     Conventions shared by all families so rollouts can be fixed-length tensor loops:
     * ``reset(seed=None)`` resets every env to its start state and returns obs ``(B, obs_dim)``;
-      ``seed`` fixes the initial-state noise (env i draws from ``seed + i``, as a gymnasium env
-      reset with that seed would); without it the noise comes from torch's global generator
-      (seeded by the training driver) or, for MuJoCo families, fresh entropy;
+      ``seed`` fixes the initial-state noise (env i starts where the family's gymnasium env
+      reset with ``seed + i`` starts); without it the noise comes from torch's global generator
+      (seeded and checkpointed by the training driver), never from fresh entropy, so that runs
+      repeat exactly;
     * ``step(actions)`` returns ``(obs, reward, terminated, truncated, info)`` as tensors of
       shape ``(B, obs_dim)``, ``(B,)``, ``(B,)`` bool, ``(B,)`` bool and a dict of ``(B, ...)``
       tensors; ``truncated`` becomes True at ``horizon`` steps;

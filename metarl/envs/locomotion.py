@@ -96,7 +96,6 @@ class _Ant(MujocoFamily):
     reset_noise_scale = 0.1
     qvel_noise = "normal"
     contact_forces = True
-    derived_fields = ("cfrc_ext",)
     camera_distance = 6.0
 
     def observe(self, s: State) -> np.ndarray:
@@ -163,7 +162,7 @@ class HumanoidDirFamily(_RandomTaskFamily):
     frame_skip = 5
     reset_noise_scale = 1e-2
     contact_forces = True
-    derived_fields = ("cinert", "cvel", "qfrc_actuator", "cfrc_ext", "xipos")
+    derived_fields = ("cinert", "cvel", "qfrc_actuator", "xipos")
 
     def sample_tasks(self, rng, n):
         return [{"angle": float(a)} for a in rng.uniform(0.0, 2 * np.pi, n)]

@@ -12,11 +12,13 @@ seeds and actions (up to the batched env's float32 tensors).
 Seeding: ``gym_env.reset(seed=s)`` and ``batched.reset(seed=s)`` draw env ``i``'s initial
 state from ``np.random.default_rng(s + i)`` (gymnasium's vector-env convention; ``i = 0``
 for the gymnasium env); ``batched.reset(seed=[s0, s1, ...])`` gives each env its seed.
-Without a seed, each env continues its own generator.
+``batched.reset()`` draws ``s`` from torch's global generator, which the training driver
+seeds and checkpoints: no fresh entropy, so runs repeat exactly, after a resume too.
 
-State fields other than ``qpos``/``qvel`` (``cfrc_ext``, ``cinert``, ``xipos``...) are, as
-everywhere after ``mj_step``, those of the last substep's forward pass, one substep behind
-``qpos``.
+State fields other than ``qpos``/``qvel`` (``cinert``, ``xipos``...) are, as everywhere
+after ``mj_step``, those of the last substep's last forward pass, one substep behind
+``qpos``. ``cfrc_ext`` (contact forces) is what gymnasium's MuJoCo envs compute: zero
+after a reset, and after a step ``mj_rnePostConstraint`` on that same last forward pass.
 """
 from __future__ import annotations
 
@@ -48,24 +50,13 @@ MUJOCO_FAMILIES = (
 )
 
 
-def load_model(path: Path, contact_forces: bool = False) -> mujoco.MjModel:
-    """Compile the MJCF at ``path``.
-
-    With ``contact_forces``, add a force sensor: ``mj_step`` fills ``cfrc_ext`` only when a
-    sensor needs it. Gymnasium calls ``mj_rnePostConstraint`` after stepping instead, which
-    a batch cannot do per simulation; the sensor makes every forward pass compute it, the
-    same way in both env forms.
-    """
-    spec = mujoco.MjSpec.from_file(str(path))
-    if contact_forces:
-        spec.worldbody.first_body().add_site(name="contact_force_trigger")
-        spec.add_sensor(
-            type=mujoco.mjtSensor.mjSENS_FORCE, objtype=mujoco.mjtObj.mjOBJ_SITE, objname="contact_force_trigger"
-        )
+def load_model(path: Path) -> mujoco.MjModel:
+    """Compile the MJCF at ``path`` (through MjSpec, whose compiler warnings are Python warnings
+    rather than lines appended to a MUJOCO_LOG.TXT in the working directory)."""
     with warnings.catch_warnings():
         # gymnasium's half_cheetah.xml uses it; the compiled model is what gymnasium simulates
         warnings.filterwarnings("ignore", message="compiler attribute 'settotalmass' is deprecated")
-        return spec.compile()
+        return mujoco.MjSpec.from_file(str(path)).compile()
 
 
 class MujocoFamily(TaskFamily):
@@ -74,9 +65,9 @@ class MujocoFamily(TaskFamily):
     model_path: Path
     frame_skip: int
     horizon = 200
-    #: MjData outputs that ``observe``/``position``/``reward`` read besides qpos and qvel
+    #: MjData outputs that ``observe``/``position``/``reward`` read besides qpos, qvel and cfrc_ext
     derived_fields: tuple[str, ...] = ()
-    contact_forces = False  # whether cfrc_ext must be computed
+    contact_forces = False  # whether they read cfrc_ext, which mj_step leaves uncomputed
     #: initial state = model defaults + U(-s, s) on qpos and U(-s, s) or s*N(0, 1) on qvel
     reset_noise_scale: float
     qvel_noise = "uniform"
@@ -91,7 +82,7 @@ class MujocoFamily(TaskFamily):
 
     @functools.cached_property
     def obs_dim(self) -> int:
-        return self.observe(_state_of(mujoco.MjData(self.model), self.derived_fields)).shape[1]
+        return self.observe(_state_of(mujoco.MjData(self.model), self.state_fields)).shape[1]
 
     @property
     def act_dim(self) -> int:
@@ -101,8 +92,13 @@ class MujocoFamily(TaskFamily):
     def dt(self) -> float:
         return self.model.opt.timestep * self.frame_skip
 
+    @property
+    def state_fields(self) -> tuple[str, ...]:
+        """The MjData fields the physics functions read."""
+        return ("qpos", "qvel", *self.derived_fields, *(("cfrc_ext",) if self.contact_forces else ()))
+
     def load_model(self) -> mujoco.MjModel:
-        return load_model(self.model_path, self.contact_forces)
+        return load_model(self.model_path)
 
     @abstractmethod
     def task_array(self, tasks: Sequence[Task]) -> np.ndarray:
@@ -145,7 +141,7 @@ class MujocoFamily(TaskFamily):
 
 def _state_of(data: mujoco.MjData, fields: tuple[str, ...]) -> State:
     """One MjData as a batch of one."""
-    return {name: getattr(data, name)[None] for name in ("qpos", "qvel", *fields)}
+    return {name: getattr(data, name)[None] for name in fields}
 
 
 class MujocoEnv(gym.Env):
@@ -179,7 +175,7 @@ class MujocoEnv(gym.Env):
             getattr(self.model, name)[:] = self._pristine[name] * scale
 
     def _state(self) -> State:
-        return _state_of(self.data, self.family.derived_fields)
+        return _state_of(self.data, self.family.state_fields)
 
     def _obs(self) -> np.ndarray:
         return self.family.observe(self._state())[0].copy()
@@ -206,6 +202,8 @@ class MujocoEnv(gym.Env):
         action = np.asarray(action, dtype=np.float64)
         self.data.ctrl[:] = action
         mujoco.mj_step(self.model, self.data, nstep=self.family.frame_skip)
+        if self.family.contact_forces:  # as gymnasium's MujocoEnv does after stepping
+            mujoco.mj_rnePostConstraint(self.model, self.data)
         state = self._state()
         after = self.family.position(state).copy()
         reward, terminated = self.family.reward(state, self._position, after, action[None], self._task_array)
@@ -246,11 +244,15 @@ class MujocoBatchedEnv(BatchedEnv):
         self.num_envs, self.device = num_envs, torch.device(device)
         self.obs_dim, self.act_dim, self.horizon = family.obs_dim, family.act_dim, family.horizon
         self.model = family.load_model()
-        self.batch = mjbatch.Batch(self.model, nsim=num_envs, nthread=num_threads)
+        # contact forces need each simulation's whole MjData after its step (contacts, constraint
+        # forces), which only a persistent batch keeps
+        self.batch = mjbatch.Batch(self.model, nsim=num_envs, nthread=num_threads, persistent=family.contact_forces)
         self._fields = {name: self.batch.bind(name) for name in ("qpos", "qvel", *family.derived_fields)}
+        if family.contact_forces:
+            self._fields["cfrc_ext"] = np.zeros((num_envs, self.model.nbody, 6))
+            self._scratch = mujoco.MjData(self.model)
         self._ctrl = self.batch.bind("ctrl")
         self._pristine = {name: getattr(self.model, name).copy() for name in family.task_model_fields}
-        self._rngs = [np.random.default_rng() for _ in range(num_envs)]
         self._done = np.ones(num_envs, dtype=bool)  # terminated or truncated: frozen
         self._terminated = np.zeros(num_envs, dtype=bool)
         self._truncated = np.zeros(num_envs, dtype=bool)
@@ -269,14 +271,16 @@ class MujocoBatchedEnv(BatchedEnv):
                     per_sim[name][i] = self._pristine[name] * scale
 
     def reset(self, seed: int | Sequence[int] | None = None) -> torch.Tensor:
-        if seed is not None:
-            seeds = [seed + i for i in range(self.num_envs)] if isinstance(seed, int) else list(seed)
-            self._rngs = [np.random.default_rng(s) for s in seeds]
+        if seed is None:  # from torch's global generator, never fresh entropy (module docstring)
+            seed = int(torch.randint(2**31 - 1, ()))
+        seeds = [seed + i for i in range(self.num_envs)] if isinstance(seed, int) else list(seed)
         self.batch.reset(stage=mujoco.mjtStage.mjSTAGE_NONE)
         qpos, qvel = self._fields["qpos"], self._fields["qvel"]
-        for i, rng in enumerate(self._rngs):
-            qpos[i], qvel[i] = self.family.initial_state(rng, self.model.qpos0, self.model.nv)
+        for i, s in enumerate(seeds):
+            qpos[i], qvel[i] = self.family.initial_state(np.random.default_rng(s), self.model.qpos0, self.model.nv)
         self.batch.forward()
+        if self.family.contact_forces:
+            self._fields["cfrc_ext"][:] = 0.0  # as gymnasium's reset leaves it
         self._position = self.family.position(self._fields).copy()
         self._done[:] = self._terminated[:] = self._truncated[:] = False
         self._steps = 0
@@ -293,6 +297,8 @@ class MujocoBatchedEnv(BatchedEnv):
         elif active.any():
             self._ctrl[active] = action[active]
             self.batch.step(np.flatnonzero(active), nstep=self.family.frame_skip)
+        if self.family.contact_forces:
+            self._post_constraint_forces(np.flatnonzero(active))
         after = self.family.position(self._fields).copy()
         reward, terminated = self.family.reward(self._fields, self._position, after, action, self._task_array)
         self._position = after
@@ -305,6 +311,16 @@ class MujocoBatchedEnv(BatchedEnv):
             reward = np.where(active, reward, 0.0)
         obs = self.family.observe(self._fields)
         return self._to_tensor(obs), self._to_tensor(reward), self._to_tensor(self._terminated), self._to_tensor(self._truncated), {}
+
+    def _post_constraint_forces(self, sims: np.ndarray) -> None:
+        """``cfrc_ext`` of the stepped simulations, by ``mj_rnePostConstraint`` on each one's
+        MjData as its step left it, as gymnasium does. Of the model it reads only the structure
+        and options, which no task changes, so the batch's model serves every simulation."""
+        forces, data = self._fields["cfrc_ext"], self._scratch
+        for i in sims:
+            self.batch.get_data(i, data)
+            mujoco.mj_rnePostConstraint(self.model, data)
+            forces[i] = data.cfrc_ext
 
     def _to_tensor(self, x: np.ndarray) -> torch.Tensor:
         """float32 (bool kept) copies, on the env's device."""

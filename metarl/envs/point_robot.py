@@ -25,6 +25,11 @@ MAX_STEP = 0.1
 GOAL_RADIUS = 0.2
 
 
+def random_start(rng: np.random.Generator) -> np.ndarray:
+    """The dense robot's start, uniform in [-1, 1]^2."""
+    return rng.uniform(-1.0, 1.0, size=2).astype(np.float32)
+
+
 def _split(tasks: list[Task], sizes: dict[str, int]) -> dict[str, list[Task]]:
     out, start = {}, 0
     for name, size in sizes.items():
@@ -98,11 +103,16 @@ class BatchedPointRobot(BatchedEnv):
         self.goal = torch.tensor([task["goal"] for task in tasks], dtype=torch.float32, device=self.device)
 
     def reset(self, seed: int | None = None) -> torch.Tensor:
-        # random starts come from torch's global generator (seeded by the training driver) unless
-        # a seed is given
-        generator = None if seed is None else torch.Generator(self.device).manual_seed(seed)
-        self.pos = (torch.rand(self.num_envs, 2, device=self.device, generator=generator) * 2 - 1 if self.random_start
-                    else torch.zeros(self.num_envs, 2, device=self.device))
+        """Without ``seed``, random starts come from torch's global generator (seeded and
+        checkpointed by the training driver); with it, env i starts where
+        ``PointRobotEnv.reset(seed=seed + i)`` does."""
+        if not self.random_start:
+            self.pos = torch.zeros(self.num_envs, 2, device=self.device)
+        elif seed is None:
+            self.pos = torch.rand(self.num_envs, 2, device=self.device) * 2 - 1
+        else:
+            starts = [random_start(np.random.default_rng(seed + i)) for i in range(self.num_envs)]
+            self.pos = torch.from_numpy(np.stack(starts)).to(self.device)
         self.t = torch.zeros(self.num_envs, dtype=torch.long, device=self.device)
         return self.pos.clone()
 
@@ -146,8 +156,7 @@ class PointRobotEnv(gym.Env):
         super().reset(seed=seed)
         if options and "task" in options:
             self.set_task(options["task"])
-        self.pos = (self.np_random.uniform(-1.0, 1.0, size=2).astype(np.float32) if self.random_start
-                    else np.zeros(2, dtype=np.float32))
+        self.pos = random_start(self.np_random) if self.random_start else np.zeros(2, dtype=np.float32)
         self.t = 0
         return self.pos.copy(), self._info()
 
