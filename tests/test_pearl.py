@@ -1,9 +1,11 @@
 import copy
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from metarl import config as metarl_config
 from metarl.envs import get_family
 from metarl.methods.pearl import PEARL
 
@@ -218,3 +220,33 @@ def test_learns_dense_point_robot():
     baseline = random_policy_return(method, tasks)
     print(f"final {final:.2f} random {baseline:.2f}")
     assert final > baseline + 4  # random about -22 on these goals; measured -16 after these 1200 gradient steps
+
+
+# oyster's settings per family (configs/<env>.json over configs/default.py, transcribed by hand):
+# meta_batch, tasks_per_iteration, initial, prior, posterior, extra RL steps, gradient steps,
+# context batch, gamma, reward scale, kl_lambda, evaluation trajectories (steps / horizon) and
+# of those from the prior (num_exp_traj_eval), next state in the context
+OYSTER = {
+    "point_robot": (16, 5, 200, 200, 0, 200, 1000, 64, 0.99, 100.0, 0.1, 3, 1, False),
+    "sparse_point_robot": (16, 10, 200, 100, 900, 0, 1000, 1024, 0.9, 100.0, 1.0, 20, 5, False),
+    "cheetah_vel": (16, 5, 2000, 400, 0, 600, 2000, 100, 0.99, 5.0, 0.1, 3, 2, False),
+    "cheetah_dir": (4, 5, 2000, 1000, 0, 1000, 2000, 256, 0.99, 5.0, 0.1, 3, 2, False),
+    "ant_fwd_back": (4, 5, 2000, 400, 0, 600, 4000, 256, 0.99, 5.0, 0.1, 3, 2, False),
+    "ant_goal": (10, 5, 2000, 400, 0, 600, 4000, 256, 0.99, 5.0, 1.0, 3, 2, False),
+    "humanoid_dir": (16, 5, 2000, 400, 0, 600, 4000, 256, 0.99, 5.0, 0.1, 3, 2, False),
+    "walker_params": (10, 5, 2000, 400, 0, 600, 4000, 100, 0.99, 5.0, 0.1, 3, 2, True),
+}
+
+
+@pytest.mark.parametrize("family", sorted(OYSTER))
+def test_paper_scale_settings_are_oysters(family):
+    config = metarl_config.load(Path(__file__).parents[1] / "config.yaml")
+    config["scale"] = "paper"
+    hp = PEARL.make_hparams(metarl_config.run_spec(config, "E3", family, "pearl", 0)["hparams"])
+    names = ("meta_batch", "tasks_per_iteration", "initial_steps", "prior_steps", "posterior_steps", "extra_rl_steps",
+             "grad_steps", "context_batch", "gamma", "reward_scale", "kl_lambda", "eval_trajectories",
+             "eval_prior_trajectories", "use_next_obs")
+    assert {n: getattr(hp, n) for n in names} == dict(zip(names, OYSTER[family]))
+    # shared by every family (configs/default.py, launch_experiment.py)
+    assert (hp.latent, hp.hidden, hp.layers, hp.encoder_hidden, hp.encoder_layers, hp.rl_batch, hp.lr, hp.tau,
+            hp.policy_reg) == ("gau(5)", 300, 3, 200, 3, 256, 3e-4, 0.005, 1e-3)
