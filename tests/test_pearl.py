@@ -210,8 +210,11 @@ def test_learns_dense_point_robot():
     torch.manual_seed(0)
     method = make(hidden=64, encoder_hidden=64, meta_batch=8, rl_batch=64, context_batch=32,
                   tasks_per_iteration=5, initial_steps=200, prior_steps=100, extra_rl_steps=100,
-                  grad_steps=200, reward_scale=10, gamma=0.9, lr=1e-3, eval_trajectories=8,
+                  grad_steps=200, reward_scale=10, gamma=0.9, lr=3e-3, eval_trajectories=8,
                   eval_prior_trajectories=2)
+    # lr 3e-3: with rlkit's initialisation (first-layer weights U(+-1/sqrt(hidden)), not torch's
+    # 1/sqrt(inputs)) these 1200 steps at 1e-3 left seed 0 at -24.9 against random -25.9; at 3e-3
+    # seeds 0 / 1 / 2 end 9.1 / 6.9 / 14.6 above random
     for _ in range(LEARN_ITERATIONS):
         method.train_iteration()
     tasks = method.tasks["test"]
@@ -219,7 +222,7 @@ def test_learns_dense_point_robot():
     final = frame[frame.stage == "final"]["return"].mean()
     baseline = random_policy_return(method, tasks)
     print(f"final {final:.2f} random {baseline:.2f}")
-    assert final > baseline + 4  # random about -22 on these goals; measured -16 after these 1200 gradient steps
+    assert final > baseline + 4  # random about -22 on these goals; measured -16.9 after these 1200 gradient steps
 
 
 # oyster's settings per family (configs/<env>.json over configs/default.py, transcribed by hand):
