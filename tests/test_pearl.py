@@ -67,8 +67,9 @@ def test_every_phase_starts_from_the_prior_and_reinfers_after_every_trajectory(m
     sampled, windows = [], []
     sample, sample_context = method.latent.sample, method.buffer.sample_context
     monkeypatch.setattr(method.latent, "sample", lambda post: sampled.append(post.clone()) or sample(post))
+    window = method.buffer.ctx_len
     monkeypatch.setattr(method.buffer, "sample_context",
-                        lambda tasks, n: windows.append(method.buffer.ctx_len[tasks].tolist()) or sample_context(tasks, n))
+                        lambda tasks, n: windows.append(window[tasks].tolist()) or sample_context(tasks, n))
     method.train_iteration()
     prior = method.latent.prior(1)
     posterior = torch.tensor([[1.0] * 5 + [1 / TINY["context_batch"]] * 5])  # product of unit factors
