@@ -2,7 +2,7 @@
 structured-latent paper).
 
 An encoder maps every context transition to a *factor* (raw parameters of one likelihood term);
-the posterior is the prior times the product of the factors, which stays in closed form:
+the posterior is the product of the factors, which stays in closed form:
 * ``Gaussian(d)``: factors N(mu_i, var_i); product = precision-weighted mean. Prior N(0, I).
 * ``Categorical(m, n)``: m independent n-way variables; a factor is a vector of logits and the
   product of categoricals is the sum of logits. Uniform prior (adds nothing). Sampled with the
@@ -11,9 +11,10 @@ the posterior is the prior times the product of the factors, which stays in clos
   (softmax) space so that the product of factors stays Gaussian; sampled as logit-normal
   (reparameterised Gaussian through a softmax). As Ren et al. (2019) §3.1, the KL maps the
   posterior to a Dirichlet with the Laplace bridge and is taken between Dirichlets, in closed form.
-The prior is included as one more factor in the product (PEARL's code multiplies the factors
-only); it changes nothing once a few transitions are seen but makes an empty context give the
-prior exactly.
+The posterior is the product of the per-transition factors only, with no prior factor, as
+PEARL's code (oyster rlkit/torch/sac/agent.py ``_product_of_gaussians``); the prior enters through
+the KL term. An empty context (every factor masked out) gives the prior, which is what oyster's
+agent holds before it has seen any transition (``clear_z``).
 
 ``LatentSpace`` concatenates components, parsed from strings such as ``"dir(2,4)+gau(2)"``.
 Everything is batched over a leading task dimension: factors ``(T, N, param_dim)`` with a
@@ -77,12 +78,18 @@ class Gaussian:
         return torch.cat([mean, F.softplus(var).clamp_min(MIN_VAR)], -1)
 
     def posterior(self, factors: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Product of the unmasked factors: precisions add, the mean is precision-weighted.
+        ``Dirichlet`` inherits it in logit space (Ren et al. build on PEARL's product)."""
         mean, var = factors.split(self.d, -1)
-        prior_mean, prior_var = self.prior_mean.to(factors), self.prior_var.to(factors)
         precision = mask[..., None] / var
-        post_var = 1 / (1 / prior_var + precision.sum(-2))
-        post_mean = post_var * (prior_mean / prior_var + (precision * mean).sum(-2))
-        return torch.cat([post_mean, post_var], -1)
+        total = precision.sum(-2)
+        # no transition seen: nothing has updated the belief, so it is the prior (the empty
+        # product has zero precision); a safe denominator keeps gradients finite there
+        empty = (mask.sum(-1) == 0)[..., None]
+        post_var = 1 / torch.where(empty, 1.0, total)
+        post_mean = post_var * (precision * mean).sum(-2)
+        prior_mean, prior_var = self.prior_mean.to(factors), self.prior_var.to(factors)
+        return torch.cat([torch.where(empty, prior_mean, post_mean), torch.where(empty, prior_var, post_var)], -1)
 
     def prior(self, num_tasks: int) -> torch.Tensor:
         return torch.cat([self.prior_mean, self.prior_var]).expand(num_tasks, -1)
@@ -193,7 +200,8 @@ class LatentSpace:
         return torch.cat(self._map(lambda c, p: c.factors(p), raw), -1)
 
     def posterior(self, factors: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Prior x product of the factors ``(T, N, param_dim)`` whose ``mask`` ``(T, N)`` is 1."""
+        """Product of the factors ``(T, N, param_dim)`` whose ``mask`` ``(T, N)`` is 1 (the prior
+        where none is)."""
         if mask is None:
             mask = torch.ones(factors.shape[:-1], device=factors.device)
         return torch.cat(self._map(lambda c, p: c.posterior(p, mask), factors), -1)

@@ -16,17 +16,17 @@ from metarl.latents import (
 
 
 def test_gaussian_product_matches_closed_form():
-    torch.manual_seed(0)
-    latent = Gaussian(3)
-    mean, var = torch.randn(2, 5, 3), torch.rand(2, 5, 3) + 0.1
-    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 0, 0, 1]], dtype=torch.float)
+    # the product of the factors only, no N(0, I) prior factor (oyster's _product_of_gaussians):
+    # precisions add, the mean is precision-weighted. Hand-computed per task:
+    #   N(1, 0.5) alone                 -> N(1, 0.5)
+    #   N(1, 0.5) x N(3, 1.5), N(9, 2) masked -> precision 2 + 2/3 = 8/3, mean (2 + 2) * 3/8 = 1.5
+    #   nothing unmasked                -> the prior N(0, 1)
+    latent = Gaussian(1)
+    mean = torch.tensor([[1.0, 5.0, 7.0], [1.0, 3.0, 9.0], [4.0, 4.0, 4.0]])[..., None]
+    var = torch.tensor([[0.5, 1.0, 1.0], [0.5, 1.5, 2.0], [1.0, 1.0, 1.0]])[..., None]
+    mask = torch.tensor([[1.0, 0.0, 0.0], [1.0, 1.0, 0.0], [0.0, 0.0, 0.0]])
     post = latent.posterior(torch.cat([mean, var], -1), mask)
-    for t in range(2):
-        keep = mask[t].bool()
-        # prior N(0, 1) times the kept factors
-        precision = 1 + (1 / var[t, keep]).sum(0)
-        expected_mean = (mean[t, keep] / var[t, keep]).sum(0) / precision
-        torch.testing.assert_close(post[t], torch.cat([expected_mean, 1 / precision]))
+    torch.testing.assert_close(post, torch.tensor([[1.0, 0.5], [1.5, 0.375], [0.0, 1.0]]))
 
 
 def test_empty_context_gives_prior():

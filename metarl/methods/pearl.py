@@ -2,13 +2,17 @@
 the structured latents of Ren et al. (2019) through ``metarl.latents``.
 
 Read top to bottom: networks -> per-task replay buffer -> rollouts -> the PEARL class
-(collection, one fused SAC+encoder gradient step, online-adaptation evaluation).
+(collection, one SAC+encoder gradient step, online-adaptation evaluation). The algorithm is
+oyster's (katerakelly/oyster, the authors' code) step for step; tests/test_pearl_reference.py
+checks a gradient step against a plain re-implementation of it.
 
 Speed: the whole meta-batch goes through one forward/backward (tasks are a tensor dimension,
-never a Python loop); the twin Q-networks are one batched matmul ensemble; all losses are summed
-into one backward with gradients routed by ``detach`` so every network only receives the
-gradient PEARL gives it (so one Adam over all parameters equals PEARL's per-network Adams);
-buffers live on the device; collection steps all sampled tasks together through the batched env.
+never a Python loop); the twin Q-networks are one batched matmul ensemble; a gradient step is two
+backward passes (encoder + Q, then value + policy, in oyster's order) with gradients routed by
+``detach`` so every network only receives the gradient PEARL gives it, and one fused Adam steps
+the networks that have gradients after each pass (Adam is per parameter, so this equals oyster's
+five Adams); buffers live on the device; collection steps the sampled tasks together through the
+batched env.
 """
 from __future__ import annotations
 
@@ -30,6 +34,9 @@ from metarl.optim import Adam
 
 @dataclasses.dataclass
 class Hyperparams:
+    """Defaults are the paper's settings as oyster's MuJoCo configs use them (configs/*.json over
+    configs/default.py); default.py itself has context_batch 64, extra_rl_steps 400 and
+    eval_prior_trajectories 1, which config.yaml's point-robot block takes."""
     latent: str | list[str] = "gau(5)"   # see LatentSpace.parse, e.g. "dir(2,4)+gau(2)"
     gumbel_temperature: float = 0.5      # relaxation of categorical latents
     dirichlet_alpha: float = 0.2         # Dir(alpha, ..., alpha) prior of Dirichlet latents
@@ -46,6 +53,7 @@ class Hyperparams:
     prior_steps: int = 400               # per sampled task and iteration, z ~ prior (RL + context)
     posterior_steps: int = 0             # then z ~ posterior over the context so far (RL + context)
     extra_rl_steps: int = 600            # then z ~ posterior, RL only (PEARL's extra RL steps)
+    # each phase collects whole trajectories until it has at least its steps, its first z from the prior
     grad_steps: int = 2000               # per iteration
     gamma: float = 0.99
     tau: float = 0.005
@@ -61,14 +69,28 @@ class Hyperparams:
 
 # ---------------------------------------------------------------------------------- networks
 
-def mlp(inp: int, out: int, hidden: int, layers: int) -> nn.Sequential:
+def mlp(inp: int, out: int, hidden: int, layers: int, init_w: float = 3e-3) -> nn.Sequential:
+    """ReLU MLP initialised as rlkit's ``Mlp`` (oyster rlkit/torch/networks.py): hidden weights
+    U(+-1/sqrt(size[0])) by rlkit's ``fanin_init``, where size[0] of torch's (out, in) weight is the
+    layer's *output* width (rlkit's quirk, reproduced), hidden biases 0.1, and the last layer's
+    weights and biases U(+-init_w)."""
     sizes = [inp] + [hidden] * layers
-    body = [m for a, b in itertools.pairwise(sizes) for m in (nn.Linear(a, b), nn.ReLU())]
-    return nn.Sequential(*body, nn.Linear(sizes[-1], out))
+    body = []
+    for a, b in itertools.pairwise(sizes):
+        linear = nn.Linear(a, b)
+        bound = 1 / math.sqrt(linear.weight.shape[0])
+        nn.init.uniform_(linear.weight, -bound, bound)
+        nn.init.constant_(linear.bias, 0.1)
+        body += [linear, nn.ReLU()]
+    last = nn.Linear(sizes[-1], out)
+    nn.init.uniform_(last.weight, -init_w, init_w)
+    nn.init.uniform_(last.bias, -init_w, init_w)
+    return nn.Sequential(*body, last)
 
 
 class EnsembleMLP(nn.Module):
-    """``k`` MLPs with stacked weights evaluated by one batched matmul per layer (twin Q)."""
+    """``k`` MLPs with stacked weights evaluated by one batched matmul per layer (twin Q); each
+    member is initialised as its own rlkit MLP, then its (out, in) weights are stored transposed."""
 
     def __init__(self, k: int, inp: int, out: int, hidden: int, layers: int):
         super().__init__()
@@ -92,16 +114,21 @@ class EnsembleMLP(nn.Module):
 class TanhGaussianPolicy(nn.Module):
     def __init__(self, inp: int, act_dim: int, hidden: int, layers: int):
         super().__init__()
-        self.net = mlp(inp, 2 * act_dim, hidden, layers)
+        # one output layer for [mean, log-std]: the same as oyster's two heads, both U(+-1e-3)
+        # (rlkit/torch/sac/policies.py TanhGaussianPolicy, init_w=1e-3)
+        self.net = mlp(inp, 2 * act_dim, hidden, layers, init_w=1e-3)
 
-    def forward(self, x: torch.Tensor, deterministic: bool = False):
-        """Action in [-1, 1]^act_dim, its log-probability, pre-tanh mean and log-std."""
+    def forward(self, x: torch.Tensor, deterministic: bool = False, noise: torch.Tensor | None = None):
+        """Action in [-1, 1]^act_dim, its log-probability, pre-tanh mean and log-std; ``noise``
+        (standard normal, like the mean) reparameterises the sample, drawn here when None."""
         mean, log_std = self.net(x).chunk(2, -1)
         log_std = log_std.clamp(-20, 2)
         if deterministic:
             return torch.tanh(mean), None, mean, log_std
-        u = mean + log_std.exp() * torch.randn_like(mean)
-        # log N(u) - log|d tanh(u)/du|, with log(1 - tanh(u)^2) written stably
+        u = mean + log_std.exp() * (torch.randn_like(mean) if noise is None else noise)
+        # log N(u) - log|d tanh(u)/du|, with log(1 - tanh(u)^2) = 2 (log 2 - u - softplus(-2u))
+        # exact and stable; oyster (rlkit/torch/distributions.py TanhNormal) uses
+        # log(1 - tanh(u)^2 + 1e-6), which differs where tanh saturates (|u| of a few or more)
         log_prob = (-0.5 * ((u - mean) / log_std.exp()) ** 2 - log_std - 0.5 * math.log(2 * math.pi)
                     - 2 * (math.log(2) - u - F.softplus(-2 * u))).sum(-1)
         return torch.tanh(u), log_prob, mean, log_std
@@ -133,10 +160,10 @@ class PEARLModel(nn.Module):
 class TaskReplay:
     """Transitions of every train task in one tensor ``(tasks, capacity, width)``, a ring per task.
 
-    The *context window* of a task is what its most recent collection put in context: PEARL clears
-    a task's encoder buffer before collecting for it, then adds the prior-z and posterior-z steps
-    (not the extra RL steps, which come last). Context rows are therefore contiguous, a slice of
-    the same storage, so context costs no extra memory. Capacity grows by doubling up to ``max_size``.
+    The *context window* of a task plays oyster's encoder buffer: ``clear_context`` empties it
+    when the task is drawn for collection, then the prior-z and posterior-z steps join it (not the
+    extra RL steps, which come last). Context rows are therefore contiguous, a slice of the same
+    storage, so context costs no extra memory. Capacity grows by doubling up to ``max_size``.
     """
 
     def __init__(self, num_tasks: int, width: int, max_size: int, device: torch.device):
@@ -147,10 +174,15 @@ class TaskReplay:
         self.ctx_start = torch.zeros(num_tasks, dtype=torch.long, device=device)
         self.ctx_len = torch.zeros(num_tasks, dtype=torch.long, device=device)
 
-    def add(self, tasks: torch.Tensor, rows: torch.Tensor, valid: torch.Tensor, context: bool,
-            new_context: bool = True) -> None:
+    def clear_context(self, tasks: torch.Tensor) -> None:
+        """Empty the context window of the distinct ``tasks``: it restarts at their next row.
+        (Starts are row counts, taken modulo the capacity when read, so growth cannot move them.)"""
+        self.ctx_start[tasks] = self.ptr[tasks]
+        self.ctx_len[tasks] = 0
+
+    def add(self, tasks: torch.Tensor, rows: torch.Tensor, valid: torch.Tensor, context: bool) -> None:
         """Append ``rows`` (E, L, width) where ``valid`` (E, L) for the distinct ``tasks`` (E,);
-        with ``context`` they start the tasks' context window, or extend it without ``new_context``."""
+        with ``context`` they also join the tasks' context window."""
         count = valid.sum(1)
         needed = int((self.ptr[tasks] + count).max())
         capacity = self.data.shape[1]
@@ -162,9 +194,6 @@ class TaskReplay:
         offsets = self.ptr[tasks, None] + valid.long().cumsum(1) - 1
         task_idx = tasks[:, None].expand_as(valid)
         self.data[task_idx[valid], offsets[valid] % capacity] = rows[valid]
-        if context and new_context:
-            self.ctx_start[tasks] = self.ptr[tasks] % capacity
-            self.ctx_len[tasks] = 0
         if context:
             self.ctx_len[tasks] = (self.ctx_len[tasks] + count).clamp(max=capacity)
         self.ptr[tasks] += count
@@ -190,6 +219,29 @@ class TaskReplay:
 
 # -------------------------------------------------------------------------------- the method
 
+@dataclasses.dataclass
+class Batch:
+    """What a gradient step samples: per task of the meta-batch, RL rows (T, rl_batch, width) and
+    encoder inputs (T, context_batch, context_dim); standard-normal noise (T*rl_batch, act_dim)
+    reparameterising the policy's new actions."""
+    rows: torch.Tensor
+    context: torch.Tensor
+    action_noise: torch.Tensor
+
+
+def distinct_rounds(draws: torch.Tensor) -> list[torch.Tensor]:
+    """Split draws that may repeat into rounds of distinct ids, in order: the k-th draw of each id
+    goes to round k (tasks of one round are stepped together through one batched env)."""
+    rounds: list[list[int]] = []
+    seen: dict[int, int] = {}
+    for i in draws.tolist():
+        k = seen[i] = seen.get(i, -1) + 1
+        if k == len(rounds):
+            rounds.append([])
+        rounds[k].append(i)
+    return [torch.tensor(r, dtype=torch.long) for r in rounds]
+
+
 class PEARL(Method):
     Hyperparams = Hyperparams
 
@@ -197,6 +249,9 @@ class PEARL(Method):
                  train_split: str, device: torch.device):
         super().__init__(family, tasks, hparams, train_split, device)
         hp = self.hp
+        if hp.extra_rl_steps > 0 and hp.prior_steps + hp.posterior_steps == 0:
+            raise ValueError("PEARL: extra_rl_steps > 0 needs prior_steps or posterior_steps > 0 (the extra "
+                             "steps' posterior is inferred from the context those phases collect)")
         self.train_tasks = tasks[train_split]
         self.obs_dim, self.act_dim = family.obs_dim, family.act_dim
         space = family.make_gym(self.train_tasks[0]).action_space  # policy acts in [-1, 1]
@@ -204,6 +259,8 @@ class PEARL(Method):
         self.act_high = torch.as_tensor(space.high, dtype=torch.float32, device=device)
         latent = LatentSpace.parse(hp.latent, hp.gumbel_temperature, hp.dirichlet_alpha)
         self.model = PEARLModel(self.obs_dim, self.act_dim, latent, hp).to(device)
+        # one fused Adam for all networks; a network moves only in the phase of step() that gives
+        # it gradients, so it equals oyster's per-network Adams (same lr, betas and eps)
         self.optimizer = Adam([p for p in self.model.parameters() if p.requires_grad], lr=hp.lr, fused=True)
         self.latent = latent
         # row layout: obs | action | reward (dense, for the critic) | context reward | next obs | terminated
@@ -253,83 +310,109 @@ class PEARL(Method):
             path.append(obs)
         return torch.stack(rows, 1), torch.stack(valid, 1), torch.stack(path, 1)
 
-    def collect(self, task_ids: torch.Tensor, steps: int, posterior: bool, context: bool,
-                new_context: bool = True) -> float:
-        """Roll out ``ceil(steps / horizon)`` trajectories on each of ``task_ids`` together, z
-        resampled per trajectory from the prior or from the posterior over the task's context
-        window, and store each before the next, so that posterior-z steps added to the context
-        (``context`` without ``new_context``) inform the following trajectories' posterior, as in
-        PEARL's collection. Returns the mean (context-reward) return."""
-        env = self._env([self.train_tasks[i] for i in task_ids.tolist()])
-        trajectories, total = math.ceil(steps / env.horizon), 0.0
-        for k in range(trajectories):
+    def collect(self, task_ids: torch.Tensor, steps: int, posterior: bool, context: bool) -> torch.Tensor:
+        """One collection phase, oyster's ``collect_data`` (rlkit/core/rl_algorithm.py), on the
+        distinct ``task_ids`` stepped together: whole trajectories until each task has at least
+        ``steps`` transitions (more trajectories where episodes terminate early). z starts from the
+        prior (oyster clears z at the start of every phase) and is resampled every trajectory; with
+        ``posterior``, after every trajectory (oyster's update_post_train = 1) the posterior is
+        re-inferred from a context batch of the task's context window and the next z drawn from it.
+        Rows go to the RL buffer and, with ``context``, to the context window. Returns the
+        trajectories' (context-reward) returns."""
+        collected = torch.zeros(len(task_ids), dtype=torch.long, device=self.device)
+        post = self.latent.prior(len(task_ids), self.device).clone()
+        returns = []
+        while (active := (collected < steps).nonzero().squeeze(1)).numel():
+            ids = task_ids[active]
+            env = self._env([self.train_tasks[i] for i in ids.tolist()])
             with torch.no_grad():
-                post = (self.model.posterior(self.context_of(self.buffer.sample_context(task_ids, self.hp.context_batch)))
-                        if posterior else self.latent.prior(len(task_ids), self.device))
-                z = self.latent.sample(post)
+                z = self.latent.sample(post[active])
             rows, valid, _ = self.rollout(env, z, deterministic=False)
-            self.buffer.add(task_ids, rows, valid, context, new_context and k == 0)
+            self.buffer.add(ids, rows, valid, context)
+            collected[active] += valid.sum(1)
             self.env_steps += int(valid.sum())
-            total += float((rows[..., self.cols["ctx_rew"]].squeeze(-1) * valid).sum(1).mean())
-        return total / trajectories
+            returns.append((rows[..., self.cols["ctx_rew"]].squeeze(-1) * valid).sum(1))
+            if posterior:
+                with torch.no_grad():
+                    post[active] = self.model.posterior(
+                        self.context_of(self.buffer.sample_context(ids, self.hp.context_batch)))
+        return torch.cat(returns)
 
     # ------------------------------------------------------------------------ training
 
-    def update(self) -> dict[str, torch.Tensor]:
-        """One gradient step on a meta-batch: SAC (twin Q, V, target V) on [s, z] + encoder."""
-        hp, c, model = self.hp, self.cols, self.model
+    def sample_batch(self) -> Batch:
+        """A meta-batch of tasks drawn with replacement (oyster: np.random.choice), per task an RL
+        batch from its whole buffer and a context batch from its context window."""
+        hp = self.hp
         tasks = torch.randint(len(self.train_tasks), (hp.meta_batch,), device=self.device)
-        batch = self.buffer.sample(tasks, hp.rl_batch).flatten(0, 1)
-        context = self.context_of(self.buffer.sample_context(tasks, hp.context_batch))
+        return Batch(rows=self.buffer.sample(tasks, hp.rl_batch),
+                     context=self.context_of(self.buffer.sample_context(tasks, hp.context_batch)),
+                     action_noise=torch.randn(hp.meta_batch * hp.rl_batch, self.act_dim, device=self.device))
 
-        post = model.posterior(context)
-        z = self.latent.sample(post).repeat_interleave(hp.rl_batch, 0)   # (T*B, dim)
-        z_detached = z.detach()
-        obs, act, next_obs = batch[:, c["obs"]], batch[:, c["act"]], batch[:, c["next_obs"]]
-        reward, term = batch[:, c["rew"]].squeeze(-1), batch[:, c["term"]].squeeze(-1)
+    def step(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """One gradient step in oyster's order (``_take_step``, rlkit/torch/sac/sac.py): encoder and
+        twin Q on the Bellman error + kl_lambda * KL; then, against the updated Q, the value
+        network, the soft target update and the policy. z's reparameterisation noise is drawn here."""
+        hp, c, model = self.hp, self.cols, self.model
+        rows = batch.rows.flatten(0, 1)                                    # (T*B, width)
+        obs, act, next_obs = rows[:, c["obs"]], rows[:, c["act"]], rows[:, c["next_obs"]]
+        reward, term = rows[:, c["rew"]].squeeze(-1), rows[:, c["term"]].squeeze(-1)
 
-        # critic: Bellman error trains Q and, through z, the encoder
-        q = model.q(torch.cat([obs, act, z], -1)).squeeze(-1)             # (2, N)
+        # 1) encoder + Q: the Bellman error trains both Q-networks and, through z, the encoder
+        post = model.posterior(batch.context)
+        z = self.latent.sample(post).repeat_interleave(batch.rows.shape[1], 0)
+        q = model.q(torch.cat([obs, act, z], -1)).squeeze(-1)             # (2, T*B)
         with torch.no_grad():
-            v_next = model.v_target(torch.cat([next_obs, z_detached], -1)).squeeze(-1)
+            v_next = model.v_target(torch.cat([next_obs, z], -1)).squeeze(-1)
             q_target = hp.reward_scale * reward + (1 - term) * hp.gamma * v_next
         q_loss = ((q - q_target) ** 2).mean(1).sum()
-        kl = self.latent.kl(post).sum()  # summed over tasks, as PEARL
+        kl = self.latent.kl(post).sum()  # summed over tasks, as oyster
+        self.optimizer.zero_grad()
+        (q_loss + hp.kl_lambda * kl).backward()
+        self.optimizer.step()  # only the encoder and Q have gradients, so only they move
 
-        # actor and value on detached z; Q weights frozen so the actor loss only moves the actor
-        s_z = torch.cat([obs, z_detached], -1)
-        action, log_pi, mean, log_std = model.policy(s_z)
-        q_new = model.q(torch.cat([obs, action, z_detached], -1), frozen=True).squeeze(-1).min(0).values
+        # 2) value and policy on detached z, against the min of the *updated* Q-networks on new
+        # actions; Q weights frozen so that the policy loss only moves the policy
+        s_z = torch.cat([obs, z.detach()], -1)
+        action, log_pi, mean, log_std = model.policy(s_z, noise=batch.action_noise)
+        q_new = model.q(torch.cat([obs, action, z.detach()], -1), frozen=True).squeeze(-1).min(0).values
         v = model.v(s_z).squeeze(-1)
         v_loss = ((v - (q_new - log_pi).detach()) ** 2).mean()
         pi_loss = (log_pi - q_new).mean() + hp.policy_reg * ((mean ** 2).mean() + (log_std ** 2).mean())
-
         self.optimizer.zero_grad()
-        (q_loss + hp.kl_lambda * kl + v_loss + pi_loss).backward()
+        (v_loss + pi_loss).backward()  # disjoint: v_loss reaches V only, pi_loss the policy only
         self.optimizer.step()
-        with torch.no_grad():
+        with torch.no_grad():  # oyster updates the target after the value step (the policy ignores it)
             torch._foreach_lerp_(list(model.v_target.parameters()), list(model.v.parameters()), hp.tau)
         return {"q_loss": q_loss.detach(), "v_loss": v_loss.detach(), "pi_loss": pi_loss.detach(),
-                "kl": kl.detach() / hp.meta_batch}
+                "kl": kl.detach() / len(batch.rows)}
+
+    def update(self) -> dict[str, torch.Tensor]:
+        return self.step(self.sample_batch())
 
     def train_iteration(self) -> dict[str, float]:
         hp = self.hp
-        metrics = {}
         if hp.anneal_lr:  # short runs at a high rate end on whichever policy the last updates left
             self.optimizer.lr = hp.lr * (1.0 - self.progress)
         if not self.initialised:
             self.collect(torch.arange(len(self.train_tasks), device=self.device), hp.initial_steps,
                          posterior=False, context=True)
             self.initialised = True
-        tasks = torch.randperm(len(self.train_tasks), device=self.device)[:hp.tasks_per_iteration]
-        metrics["return_prior"] = self.collect(tasks, hp.prior_steps, posterior=False, context=True)
-        if hp.posterior_steps > 0:
-            metrics["return_posterior"] = self.collect(tasks, hp.posterior_steps, posterior=True, context=True,
-                                                       new_context=False)
-        if hp.extra_rl_steps > 0:
-            metrics["return_extra_rl"] = self.collect(tasks, hp.extra_rl_steps, posterior=True, context=False)
+        # oyster draws each of the iteration's tasks with np.random.randint, so a task can come up
+        # twice; it then collects for it twice, one after the other, clearing its context first
+        drawn = torch.randint(len(self.train_tasks), (hp.tasks_per_iteration,))
+        returns: dict[str, list[torch.Tensor]] = {"return_prior": [], "return_posterior": [], "return_extra_rl": []}
+        for tasks in distinct_rounds(drawn):
+            tasks = tasks.to(self.device)
+            self.buffer.clear_context(tasks)
+            for key, steps, posterior, context in [("return_prior", hp.prior_steps, False, True),
+                                                   ("return_posterior", hp.posterior_steps, True, True),
+                                                   ("return_extra_rl", hp.extra_rl_steps, True, False)]:
+                if steps > 0:
+                    returns[key].append(self.collect(tasks, steps, posterior, context))
+        metrics = {key: float(torch.cat(value).mean()) for key, value in returns.items() if value}
         # the progress line's "return": the iteration's last trajectories
-        metrics["return"] = metrics.get("return_extra_rl", metrics.get("return_posterior", metrics["return_prior"]))
+        metrics["return"] = metrics.get("return_extra_rl", metrics.get("return_posterior", metrics.get("return_prior")))
         sums: dict[str, torch.Tensor] = {}
         for _ in range(hp.grad_steps):
             for key, value in self.update().items():
