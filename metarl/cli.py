@@ -76,7 +76,8 @@ def _figure(args) -> None:
 def _bench(args) -> None:
     import importlib
 
-    module = {"envs": "metarl.bench_envs", "pearl": "metarl.bench_pearl", "tesp": "metarl.bench_tesp"}[args.what]
+    module = {"envs": "metarl.bench_envs", "pearl": "metarl.bench_pearl", "tesp": "metarl.bench_tesp",
+              "vate": "metarl.bench_vate", "profile": "metarl.profiling"}[args.what]
     importlib.import_module(module).main(args.passthrough)
 
 
@@ -145,8 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_figure)
 
     # these two hand their remaining arguments to the module's own parser
-    p = sub.add_parser("bench", help="throughput benchmarks (`metarl bench WHAT --help` for options)")
-    p.add_argument("what", choices=["envs", "pearl", "tesp"])
+    p = sub.add_parser("bench", help="throughput benchmarks and the per-phase profile of a training slice "
+                       "(`metarl bench WHAT --help` for options)")
+    p.add_argument("what", choices=["envs", "pearl", "tesp", "vate", "profile"])
     p.set_defaults(func=_bench, passthrough_ok=True)
 
     p = sub.add_parser("bayes-optimal", add_help=False,
