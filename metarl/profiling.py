@@ -43,7 +43,9 @@ CATEGORIES = ("setup", "collection", "gradient", "evaluation", "checkpoint", "ot
 # every algorithm by ``instrument``.
 PHASES: dict[str, list[tuple[str, str, str]]] = {
     "pearl": [
-        ("collect", "collection: policy inference, posterior, buffer writes", "collection"),
+        ("collect", "collection: posterior sampling, buffer writes", "collection"),
+        ("rollout", "collection: policy inference", "collection"),
+        ("adapt", "online adaptation: posterior over the gathered context", "other"),
         ("update", "gradient steps: batch sampling, forward", "gradient"),
         ("optimizer.step", "gradient steps: Adam", "gradient"),
     ],
@@ -228,6 +230,8 @@ class Profile:
     iteration_wall: list[float]           # per train_iteration call, inclusive
     evaluation_wall: float                # one curve evaluation, inclusive
     missing: list[str]
+    iteration_cpu: list[float] = field(default_factory=list)
+    evaluation_cpu: float = 0.0
 
     def category_totals(self) -> dict[str, tuple[float, float]]:
         out = {c: [0.0, 0.0] for c in CATEGORIES}
@@ -255,15 +259,15 @@ def profile_run(config: dict, experiment: str, family: str, method: str, iterati
     torch_device = resolve_device(device)
     timer, patches = PhaseTimer(device=torch_device), Patches()
     built: list = []
-    iteration_wall: list[float] = []
-    evaluation_wall: list[float] = []
+    iterations_timed: list[tuple[float, float]] = []
+    evaluations_timed: list[tuple[float, float]] = []
 
     def build(*args, **kwargs):
         with timer.phase("build method (networks, optimiser, envs)", "setup"):
             m = original_build(*args, **kwargs)
         built.append(m)
         built.append(instrument(m, spec["algo"], timer, patches))
-        for name, sink in (("train_iteration", iteration_wall), ("evaluate", evaluation_wall)):
+        for name, sink in (("train_iteration", iterations_timed), ("evaluate", evaluations_timed)):
             patches.set(m, name, _inclusive(getattr(m, name), sink, timer))
         return m
 
@@ -300,21 +304,23 @@ def profile_run(config: dict, experiment: str, family: str, method: str, iterati
                  "cpu": total_cpu - sum(r["cpu"] for r in rows), "calls": 1})
     rows.sort(key=lambda r: (CATEGORIES.index(r["category"]), -r["wall"]))
     return Profile(spec=spec, scale=config["scale"], device=torch_device, threads=threads, total_wall=total_wall,
-                   total_cpu=total_cpu, rows=rows, iteration_wall=iteration_wall,
-                   evaluation_wall=sum(evaluation_wall), missing=built[1] if len(built) > 1 else [])
+                   total_cpu=total_cpu, rows=rows, iteration_wall=[w for w, _ in iterations_timed],
+                   evaluation_wall=sum(w for w, _ in evaluations_timed), missing=built[1] if len(built) > 1 else [],
+                   iteration_cpu=[c for _, c in iterations_timed],
+                   evaluation_cpu=sum(c for _, c in evaluations_timed))
 
 
-def _inclusive(fn: Callable, sink: list[float], timer: PhaseTimer) -> Callable:
-    """Record each call's inclusive wall time (for per-iteration figures)."""
+def _inclusive(fn: Callable, sink: list[tuple[float, float]], timer: PhaseTimer) -> Callable:
+    """Record each call's inclusive (wall, CPU) seconds (for per-iteration figures)."""
     @functools.wraps(fn)
     def timed(*args, **kwargs):
         timer._sync()
-        start = time.perf_counter()
+        wall, cpu = time.perf_counter(), time.process_time()
         try:
             return fn(*args, **kwargs)
         finally:
             timer._sync()
-            sink.append(time.perf_counter() - start)
+            sink.append((time.perf_counter() - wall, time.process_time() - cpu))
     return timed
 
 
@@ -344,13 +350,17 @@ def evaluations_in(iterations: int, eval_every: int) -> int:
     return iterations // eval_every + (iterations % eval_every != 0)
 
 
-def projected_run_s(profile: Profile, iterations: int, eval_every: int) -> float:
-    """Wall seconds of a full run: the first iteration as measured (PEARL's initial collection
+def projected_seconds(per_iteration: list[float], evaluation: float, iterations: int, eval_every: int) -> float:
+    """Seconds of a full run: the first iteration as measured (PEARL's initial collection
     happens there), the others at the mean of the later measured iterations (the first one when
     only one was run), plus its curve evaluations at the measured evaluation time."""
-    first, rest = profile.iteration_wall[0], profile.iteration_wall[1:] or profile.iteration_wall[:1]
-    steady = sum(rest) / len(rest)
-    return first + (iterations - 1) * steady + evaluations_in(iterations, eval_every) * profile.evaluation_wall
+    first, rest = per_iteration[0], per_iteration[1:] or per_iteration[:1]
+    return first + (iterations - 1) * sum(rest) / len(rest) + evaluations_in(iterations, eval_every) * evaluation
+
+
+def projected_run_s(profile: Profile, iterations: int, eval_every: int) -> float:
+    """Wall seconds of a full run (see ``projected_seconds``)."""
+    return projected_seconds(profile.iteration_wall, profile.evaluation_wall, iterations, eval_every)
 
 
 def schedule_makespan(durations: list[float], workers: int) -> float:
@@ -359,6 +369,59 @@ def schedule_makespan(durations: list[float], workers: int) -> float:
     for d in sorted(durations, reverse=True):
         loads[loads.index(min(loads))] += d
     return max(loads)
+
+
+def profile_summary(p: Profile) -> dict:
+    """What a projection needs, JSON-serialisable (``--json``)."""
+    return {"experiment": p.spec["experiment"], "family": p.spec["family"], "method": p.spec["method"],
+            "algo": p.spec["algo"], "scale": p.scale, "device": str(p.device), "threads": p.threads,
+            "iteration_wall": p.iteration_wall, "evaluation_wall": p.evaluation_wall,
+            "iteration_cpu": p.iteration_cpu, "evaluation_cpu": p.evaluation_cpu,
+            "total_wall": p.total_wall, "total_cpu": p.total_cpu,
+            "categories": {c: w for c, (w, _) in p.category_totals().items()}}
+
+
+def dag_projection(config: dict, measured: list[dict], gpus: tuple[int, ...] = (1, 8)) -> str:
+    """Markdown: projected wall time of every training run of the config's enabled experiments at
+    its scale, from the measured slices (``profile_summary`` dicts). A run uses the slice of its
+    own experiment, family and method if there is one, else its experiment's, else its
+    algorithm's; only the iteration count and evaluation schedule change. Runs are independent
+    jobs: one device runs them back to back, ``n`` devices as a longest-first greedy schedule."""
+    from metarl.config import run_specs
+
+    def pick(spec):
+        for match in (("experiment", "family", "method"), ("experiment",), ("algo",)):
+            for m in measured:
+                if all(m[k] == spec[k] for k in match):
+                    return m, match
+        return None, None
+
+    per_experiment: dict[str, dict] = {}
+    durations = []
+    for spec in run_specs(config):
+        m, match = pick(spec)
+        if m is None:
+            raise KeyError(f"no measured slice for {spec['experiment']}/{spec['family']}/{spec['method']} "
+                           f"(algorithm {spec['algo']})")
+        seconds = projected_seconds(m["iteration_wall"], m["evaluation_wall"], spec["iterations"], spec["eval_every"])
+        durations.append(seconds)
+        e = per_experiment.setdefault(spec["experiment"], {"runs": 0, "exact": 0, "seconds": 0.0, "max": 0.0,
+                                                          "from": set()})
+        e["runs"] += 1
+        e["exact"] += match == ("experiment", "family", "method")
+        e["seconds"] += seconds
+        e["max"] = max(e["max"], seconds)
+        e["from"].add(f"{m['experiment']}/{m['family']}/{m['method']}")
+    lines = ["| experiment | runs | measured slice used | runs with their own slice | longest run | sum over runs |",
+             "|---|---|---|---|---|---|"]
+    for name, e in per_experiment.items():
+        lines.append(f"| {name} | {e['runs']} | {', '.join(sorted(e['from']))} | {e['exact']} | "
+                     f"{format_duration(e['max'])} | {format_duration(e['seconds'])} |")
+    lines.append("")
+    for n in gpus:
+        lines.append(f"- whole DAG's training on {n} device(s), one run per device at a time: "
+                     f"**{format_duration(schedule_makespan(durations, n))}** ({len(durations)} runs)")
+    return "\n".join(lines) + "\n"
 
 
 # ------------------------------------------------------------------------------ reporting
@@ -383,11 +446,11 @@ def format_profile(p: Profile) -> str:
     n = len(p.iteration_wall)
     title = (f"### {s['experiment']} / {s['family']} / {s['method']} ({s['algo']}), scale "
              f"{p.scale}, {n} iteration(s) + 1 evaluation + 1 checkpoint")
-    iters = ", ".join(_fmt(w) for w in p.iteration_wall)
+    iters = ", ".join(f"{_fmt(w)} ({_fmt(c)} CPU)" for w, c in zip(p.iteration_wall, p.iteration_cpu))
     lines = [title, "", f"Machine: {machine_line(p.device, p.threads)}.", "",
              f"Total {_fmt(p.total_wall)} wall, {_fmt(p.total_cpu)} process CPU. Iterations (inclusive wall): "
              f"{iters}; the evaluation ({s.get('eval_tasks') or 'all'} tasks of {', '.join(s['curve_splits'])}): "
-             f"{_fmt(p.evaluation_wall)}.", "",
+             f"{_fmt(p.evaluation_wall)} ({_fmt(p.evaluation_cpu)} CPU).", "",
              "| category | wall | % of total | CPU |", "|---|---|---|---|"]
     for category, (wall, cpu) in p.category_totals().items():
         lines.append(f"| {category} | {_fmt(wall)} | {100 * wall / p.total_wall:.1f} % | {_fmt(cpu)} |")
@@ -406,7 +469,7 @@ def main(argv: list[str] | None = None) -> None:
     import yaml
 
     from metarl.config import run_spec
-    from metarl.utils.io import save_text
+    from metarl.utils.io import save_json, save_text
 
     parser = argparse.ArgumentParser(prog="metarl bench profile", description=__doc__.split("\n\n")[0])
     parser.add_argument("--experiment", required=True)
@@ -422,6 +485,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="add the projected wall time of a full run at this scale")
     parser.add_argument("--verbose", action="store_true", help="show the training driver's log lines")
     parser.add_argument("--out", type=Path, help="also write the Markdown report here")
+    parser.add_argument("--json", type=Path, help="also write the figures a projection needs here")
     args = parser.parse_args(argv)
     if args.iterations < 1:
         parser.error(f"--iterations must be at least 1, got {args.iterations}")
@@ -433,9 +497,12 @@ def main(argv: list[str] | None = None) -> None:
     text = format_profile(profile)
     if args.project:
         run_s = projected_run_s(profile, full["iterations"], full["eval_every"])
+        cpu_s = projected_seconds(profile.iteration_cpu, profile.evaluation_cpu, full["iterations"], full["eval_every"])
         text += (f"\nProjected full run at scale {args.scale} ({full['iterations']} iterations, "
                  f"{evaluations_in(full['iterations'], full['eval_every'])} curve evaluations): "
-                 f"{format_duration(run_s)} wall on this device.\n")
+                 f"{format_duration(run_s)} wall, {format_duration(cpu_s)} process CPU on this device.\n")
     print(text)
     if args.out:
         save_text(text, args.out)
+    if args.json:
+        save_json(profile_summary(profile), args.json)

@@ -60,10 +60,10 @@ def test_projection_arithmetic_by_hand():
     assert profiling.projected_run_s(p, iterations=100, eval_every=10) == pytest.approx(10 + 99 * 3 + 15)
 
 
-def test_profile_run_phases_add_up_and_instrumentation_is_removed(config):
+def test_profile_run_phases_add_up_and_instrumentation_is_removed(config, device):
     config["scale"] = "smoke"
     backward, build, save = torch.Tensor.backward, training.build_method, training.save_torch
-    p = profiling.profile_run(config, "E1", "gridworld", "vate", iterations=1)
+    p = profiling.profile_run(config, "E1", "gridworld", "vate", iterations=1, device=str(device))
     labels = {r["label"] for r in p.rows}
     assert profiling.ENV_LABEL in labels and f"{profiling.EVALUATION}: {profiling.ENV_LABEL}" in labels
     assert profiling.BACKWARD_LABEL in labels and "checkpoint: state_dict" in labels
@@ -79,11 +79,27 @@ def test_profile_run_phases_add_up_and_instrumentation_is_removed(config):
     assert (torch.Tensor.backward, training.build_method, training.save_torch) == (backward, build, save)
 
 
-def test_bench_profile_command_writes_markdown(tmp_path):
+def test_bench_profile_command_writes_markdown(tmp_path, device):
     out = tmp_path / "profile.md"
     cli_main(["bench", "profile", "--experiment", "E3", "--family", "point_robot", "--method", "pearl",
-              "--scale", "smoke", "--iterations", "1", "--project", "--out", str(out)])
+              "--scale", "smoke", "--iterations", "1", "--project", "--device", str(device), "--out", str(out)])
     text = out.read_text()
     assert "| phase (exclusive time) |" in text and "gradient steps: Adam" in text
     smoke = yaml.safe_load((REPO / "config.yaml").read_text())["experiments"]["E3"]["scales"]["smoke"]
     assert f"Projected full run at scale smoke ({smoke['iterations']} iterations" in text
+
+
+def test_dag_projection_sums_runs_by_hand(config):
+    config["scale"] = "paper"
+    for name, exp in config["experiments"].items():
+        exp["enabled"] = name == "E1"
+    e1 = config["experiments"]["E1"]
+    e1["scales"]["paper"].update(seeds=2, iterations=10, eval_every=5)
+    e1["methods"] = ["vate", "rl2_10"]
+    measured = [{"experiment": "E1", "family": "gridworld", "method": "vate", "algo": "vate",
+                 "iteration_wall": [3.0, 1.0], "evaluation_wall": 2.0}]
+    # each run: 3 + 9 * 1 + 2 evaluations * 2 = 16 s; 4 runs (2 methods x 2 seeds)
+    text = profiling.dag_projection(config, measured, gpus=(1, 3))
+    assert "| E1 | 4 | E1/gridworld/vate | 2 | 16.0 s | 1.1 min |" in text  # 64 s
+    assert "on 1 device(s), one run per device at a time: **1.1 min**" in text
+    assert "on 3 device(s), one run per device at a time: **32.0 s**" in text
