@@ -85,8 +85,9 @@ for i in range(torch.cuda.device_count()):
 print(\"Python\", platform.python_version(), \"|\", os.cpu_count(), \"CPU cores | load average\", os.getloadavg())
 "'
 
-step tests 120 "$PY" -m pytest -q -m "not slow" -p no:cacheprovider \
-  tests/test_profiling.py tests/test_bench.py tests/test_pearl.py tests/test_tesp.py tests/test_vate.py tests/test_resume.py
+# the test files with a test taking the `device` fixture (tests/conftest.py): only those run on it
+DEVICE_TESTS=$(grep -lE "def test_\w+\([^)]*\bdevice\b" tests/test_*.py | tr '\n' ' ')
+step tests 120 "$PY" -m pytest -q -m "not slow" -p no:cacheprovider $DEVICE_TESTS
 
 step bench_pearl 120 "$PY" -m metarl bench pearl --family cheetah_vel --scale $BENCH_SCALES --device "$DEVICE" \
   --threads 1 --grad-steps "$GRAD_STEPS" --out "$WORK/bench_pearl.md"
@@ -173,7 +174,7 @@ section() {  # section TITLE FILE [LOG]: the file's Markdown, else the end of th
   echo
   echo "| step | status | seconds |"; echo "|---|---|---|"; cat "$WORK/steps.md"
   echo; echo "## Machine"; echo; echo '```'; cat "$WORK/machine.log" 2>/dev/null; echo '```'
-  echo; echo "## Tests on the device (METARL_TEST_DEVICE=$DEVICE: tests taking the \`device\` fixture run there)"
+  echo; echo "## Tests on the device (METARL_TEST_DEVICE=$DEVICE): the tests taking the \`device\` fixture, in $DEVICE_TESTS"
   echo; echo '```'; tail -n 15 "$WORK/tests.log" 2>/dev/null; echo '```'
   section "Determinism of metarl train on the device" "$WORK/determinism.log"
   section "metarl bench pearl" "$WORK/bench_pearl.md" "$WORK/bench_pearl.log"
