@@ -255,18 +255,19 @@ def profile_run(config: dict, experiment: str, family: str, method: str, iterati
     if experiment not in config["experiments"]:
         raise KeyError(f"unknown experiment {experiment!r}; defined: {sorted(config['experiments'])}")
     spec = run_spec(config, experiment, family, method, seed)
-    spec.update(iterations=iterations, device=device, threads=threads)
+    # one curve evaluation, after the last iteration (evaluations draw from their own random
+    # streams, so their schedule does not change what is learned)
+    spec.update(iterations=iterations, eval_every=iterations, device=device, threads=threads)
     torch_device = resolve_device(device)
     timer, patches = PhaseTimer(device=torch_device), Patches()
-    built: list = []
+    built: dict[str, Any] = {}  # the method train() builds, and the phases it lacks
     iterations_timed: list[tuple[float, float]] = []
     evaluations_timed: list[tuple[float, float]] = []
 
     def build(*args, **kwargs):
         with timer.phase("build method (networks, optimiser, envs)", "setup"):
             m = original_build(*args, **kwargs)
-        built.append(m)
-        built.append(instrument(m, spec["algo"], timer, patches))
+        built.update(method=m, missing=instrument(m, spec["algo"], timer, patches))
         for name, sink in (("train_iteration", iterations_timed), ("evaluate", evaluations_timed)):
             patches.set(m, name, _inclusive(getattr(m, name), sink, timer))
         return m
@@ -289,7 +290,7 @@ def profile_run(config: dict, experiment: str, family: str, method: str, iterati
             with timed_backward(timer):
                 training.train(spec, tmp / "taskset.json", tmp / "out", resume,
                                checkpoint_every_s=math.inf, log=log)
-                trained = built[0]
+                trained = built["method"]
                 # one checkpoint as the driver writes it (the run was too short for a periodic one)
                 with timer.phase(CHECKPOINT, "checkpoint", scope=True, own_label="torch.save to a temp dir"):
                     torch.save({"method": trained.state_dict()}, tmp / "checkpoint.pt")
@@ -305,9 +306,8 @@ def profile_run(config: dict, experiment: str, family: str, method: str, iterati
     rows.sort(key=lambda r: (CATEGORIES.index(r["category"]), -r["wall"]))
     return Profile(spec=spec, scale=config["scale"], device=torch_device, threads=threads, total_wall=total_wall,
                    total_cpu=total_cpu, rows=rows, iteration_wall=[w for w, _ in iterations_timed],
-                   evaluation_wall=sum(w for w, _ in evaluations_timed), missing=built[1] if len(built) > 1 else [],
-                   iteration_cpu=[c for _, c in iterations_timed],
-                   evaluation_cpu=sum(c for _, c in evaluations_timed))
+                   evaluation_wall=evaluations_timed[0][0], missing=built["missing"],
+                   iteration_cpu=[c for _, c in iterations_timed], evaluation_cpu=evaluations_timed[0][1])
 
 
 def _inclusive(fn: Callable, sink: list[tuple[float, float]], timer: PhaseTimer) -> Callable:
