@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> None:
                               args.grad_steps, obs_dim)
                 print(f"done: scale {scale}, {mode}, {threads} thread(s)", flush=True)
     header = (f"PEARL ({args.experiment} {args.method}) on {args.family}, hyper-parameters from config.yaml at each "
-              f"scale. Machine: {machine_line(device, torch.get_num_threads())} (thread count per row).")
+              f"scale. Machine: {machine_line(device, None)}.")
     text = report(rows, header)
     print(text)
     if args.out:

@@ -81,12 +81,12 @@ def report(rows: list[dict], device: torch.device) -> str:
     lines = [
         "# TESP throughput",
         "",
-        (f"Measured {datetime.date.today()}: {machine_line(device, torch.get_num_threads())} (thread count per "
-         "row). Produced by `metarl bench tesp` (`metarl/bench_tesp.py`): hyper-parameters from config.yaml's "
-         "E2 block at the given scale; rates per CPU second of the benchmark process (see the module "
-         "docstring). One meta-update = warm-up + K + 1 sampling rounds, K batched fast updates and the PPO "
-         "epochs; no warm-up meta-update is excluded. Shares: exclusive time of collection (env stepping, "
-         "policy inference) and gradient work (fast updates, PPO meta-update) per `metarl.profiling`."),
+        (f"Measured {datetime.date.today()}: {machine_line(device, None)}. Produced by `metarl bench tesp` "
+         "(`metarl/bench_tesp.py`): hyper-parameters from config.yaml's E2 block at the given scale; rates "
+         "per CPU second of the benchmark process (see the module docstring). One meta-update = warm-up + "
+         "K + 1 sampling rounds, K batched fast updates and the PPO epochs; no warm-up meta-update is "
+         "excluded. Shares: exclusive time of collection (env stepping, policy inference) and gradient work "
+         "(fast updates, PPO meta-update) per `metarl.profiling`."),
         "",
         "| " + " | ".join(columns) + " |",
         "|" + "---|" * len(columns),

@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> None:
                     rows.append(measure(method, scale, mode, device, threads, args.iterations, config))
                     print(rows[-1], flush=True)
     lines = [f"VATE / RL² on the E1 gridworld, hyper-parameters from config.yaml. Machine: "
-             f"{machine_line(device, torch.get_num_threads())} (thread count per row).", "",
+             f"{machine_line(device, None)}.", "",
              "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(str(row[c]) for c in COLUMNS) + " |" for row in rows]
     text = "\n".join(lines) + "\n"

@@ -426,11 +426,13 @@ def dag_projection(config: dict, measured: list[dict], gpus: tuple[int, ...] = (
 
 # ------------------------------------------------------------------------------ reporting
 
-def machine_line(device: torch.device, threads: int) -> str:
+def machine_line(device: torch.device, threads: int | None) -> str:
+    """Device, versions, torch threads (unless given per row), cores and load average."""
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    return (f"{device} ({name}), torch {torch.__version__}, Python {platform.python_version()}, {threads} torch "
-            f"thread(s), {os.cpu_count()} cores, load average {load}")
+    thread_part = f"{threads} torch thread(s), " if threads is not None else ""
+    return (f"{device} ({name}), torch {torch.__version__}, Python {platform.python_version()}, {thread_part}"
+            f"{os.cpu_count()} cores, load average {load}")
 
 
 def format_duration(seconds: float) -> str:
