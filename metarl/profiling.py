@@ -228,7 +228,7 @@ class Profile:
     total_cpu: float
     rows: list[dict]                      # label, category, wall, cpu, calls (exclusive times)
     iteration_wall: list[float]           # per train_iteration call, inclusive
-    evaluation_wall: float                # one curve evaluation, inclusive
+    evaluation_wall: float                # one curve evaluation (all curve splits), inclusive
     missing: list[str]
     iteration_cpu: list[float] = field(default_factory=list)
     evaluation_cpu: float = 0.0
@@ -268,8 +268,7 @@ def profile_run(config: dict, experiment: str, family: str, method: str, iterati
         with timer.phase("build method (networks, optimiser, envs)", "setup"):
             m = original_build(*args, **kwargs)
         built.update(method=m, missing=instrument(m, spec["algo"], timer, patches))
-        for name, sink in (("train_iteration", iterations_timed), ("evaluate", evaluations_timed)):
-            patches.set(m, name, _inclusive(getattr(m, name), sink, timer))
+        patches.set(m, "train_iteration", _inclusive(m.train_iteration, iterations_timed, timer))
         return m
 
     def save(obj, path):
@@ -285,6 +284,8 @@ def profile_run(config: dict, experiment: str, family: str, method: str, iterati
         with timer.phase("task-set file", "setup"):
             write_taskset(family, config["taskset_seed"], tmp / "taskset.json")
         patches.set(training, "build_method", build)
+        # one curve evaluation = evaluate() on every curve split
+        patches.set(training, "evaluation_rows", _inclusive(training.evaluation_rows, evaluations_timed, timer))
         patches.set(training, "save_torch", save)
         try:
             with timed_backward(timer):

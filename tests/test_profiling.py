@@ -78,6 +78,8 @@ def test_profile_run_phases_add_up_and_instrumentation_is_removed(config, device
     # the inclusive iteration times cover the exclusive phases charged inside them
     inside = sum(r["wall"] for r in p.rows if r["category"] in ("collection", "gradient"))
     assert sum(p.iteration_wall) >= inside
+    # the curve evaluation covers every evaluation phase (E1 has one curve split)
+    assert p.evaluation_wall >= p.category_totals()["evaluation"][0]
     assert (torch.Tensor.backward, training.build_method, training.save_torch) == (backward, build, save)
 
 
@@ -105,3 +107,12 @@ def test_dag_projection_sums_runs_by_hand(config):
     assert "| E1 | 4 | E1/gridworld/vate | 2 | 16.0 s | 1.1 min |" in text  # 64 s
     assert "on 1 device(s), one run per device at a time: **1.1 min**" in text
     assert "on 3 device(s), one run per device at a time: **32.0 s**" in text
+
+
+def test_one_curve_evaluation_covers_every_curve_split(config):
+    config["scale"] = "smoke"
+    config["experiments"]["E1"]["curve_splits"] = ["test", "train"]
+    p = profiling.profile_run(config, "E1", "gridworld", "vate", iterations=1)
+    evaluation = p.category_totals()["evaluation"][0]
+    assert next(r["calls"] for r in p.rows if r["label"] == f"{profiling.EVALUATION}: result rows") == 2
+    assert p.evaluation_wall >= evaluation
