@@ -191,6 +191,7 @@ section() {  # section TITLE FILE [LOG]: the file's Markdown, else the end of th
   echo "experiment's slice: an approximation, e.g. humanoid steps cost more than cheetah's, and several"
   echo "MuJoCo families do 4000 gradient steps per iteration where cheetah_vel does 2000). Final"
   echo "evaluation jobs and scheduler overhead are not included."
+  [ "$TINY" = 1 ] && echo && echo "**--tiny: smoke-scale iteration times stretched to paper-scale iteration counts; not a forecast.**"
   echo
   cat "$WORK/projection.log" 2>/dev/null
 } > "$REPORT"
