@@ -5,7 +5,7 @@ from config.yaml, its iteration count cut to N) with the method, its batched env
 optimiser and the driver's file writes wrapped by timers; afterwards it checkpoints once more
 (``state_dict`` + ``torch.save`` into a temporary folder). Nothing in the methods is edited:
 every wrapper is an instance attribute set on the built objects (or a module attribute of
-``metarl.training``) and removed again afterwards.
+``metarl.training``, or ``torch.Tensor.backward``) and removed again afterwards.
 
 Timing is *exclusive*: a phase's time excludes the phases nested in it (an env step inside a
 collection counts as env stepping, not as collection), so the phases of a run add up to its
@@ -97,7 +97,7 @@ class PhaseTimer:
     category: dict[str, str] = field(default_factory=dict)
     _stack: list[_Frame] = field(default_factory=list)
 
-    def _sync(self) -> None:
+    def sync(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
@@ -110,14 +110,14 @@ class PhaseTimer:
             if frame.scope:
                 label, category = f"{frame.label}: {label}", frame.category
                 break
-        self._sync()
+        self.sync()
         row = f"{label}: {own_label}" if scope and own_label else label
         frame = _Frame(label, category, scope, row, time.perf_counter(), time.process_time())
         self._stack.append(frame)
         try:
             yield
         finally:
-            self._sync()
+            self.sync()
             wall, cpu = time.perf_counter() - frame.wall, time.process_time() - frame.cpu
             self._stack.pop()
             self.wall[frame.own_label] += wall - frame.child_wall
@@ -297,7 +297,7 @@ def profile_run(config: dict, experiment: str, family: str, method: str, iterati
                     torch.save({"method": trained.state_dict()}, tmp / "checkpoint.pt")
         finally:
             patches.restore()
-        timer._sync()
+        timer.sync()
         total_wall, total_cpu = time.perf_counter() - wall, time.process_time() - cpu
     rows = [{"label": label, "category": timer.category[label], "wall": timer.wall[label],
              "cpu": timer.cpu[label], "calls": timer.calls[label]} for label in timer.wall]
@@ -315,12 +315,12 @@ def _inclusive(fn: Callable, sink: list[tuple[float, float]], timer: PhaseTimer)
     """Record each call's inclusive (wall, CPU) seconds (for per-iteration figures)."""
     @functools.wraps(fn)
     def timed(*args, **kwargs):
-        timer._sync()
+        timer.sync()
         wall, cpu = time.perf_counter(), time.process_time()
         try:
             return fn(*args, **kwargs)
         finally:
-            timer._sync()
+            timer.sync()
             sink.append((time.perf_counter() - wall, time.process_time() - cpu))
     return timed
 
