@@ -1,30 +1,43 @@
-"""PEARL throughput at the paper's hyper-parameters: gradient steps/s (meta-batch 16 x 256
-transitions, 3x300 actor/critic, 3x200 encoder, latent 5) and env steps/s while collecting.
+"""PEARL throughput with config.yaml's hyper-parameters at a scale: the gradient step (one
+meta-batch through SAC + encoder, forward, backward and Adam) and env steps per second while
+collecting, per thread count and device.
 
-    python -m metarl.bench_pearl --device cpu --threads 1 --out benchmarks/pearl.md
+    metarl bench pearl --scale quick paper --threads 1 2 --out benchmarks/pearl_bench.md
 
-Reports wall-clock rates and, on CPU, the process CPU time per step (robust to other jobs on a
-shared machine) together with the load average, so numbers from busy machines can be judged.
+The gradient step is timed on buffers filled with random rows whose width follows ``--obs-dim``:
+for cheetah_vel it defaults to 20, the observation of oyster's HalfCheetahVel (ours has 17: it
+leaves out the torso's centre of mass), so that the paper-scale row (3x300 nets, meta-batch
+16 x 256, context 100, act 6) compares with oyster's cheetah-vel step. Collection is timed on the
+real environments of the family. Rates are given per wall second and as process CPU time per
+unit (robust to other jobs on a shared machine); the load average is printed with them.
+``mode`` is how the update runs: only ``eager`` exists so far (no compile switch yet).
 """
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 
+from metarl.config import run_spec
 from metarl.envs import get_family
 from metarl.methods.pearl import PEARL
+from metarl.profiling import machine_line
 from metarl.utils.io import save_text
 from metarl.utils.runtime import resolve_device
 
+CONFIG = Path(__file__).resolve().parent.parent / "config.yaml"
+MODES = ("eager",)
+OYSTER_OBS_DIM = {"cheetah_vel": 20}
+COLUMNS = ("scale", "mode", "device", "threads", "what", "per unit (wall)", "per unit (CPU)", "rate (wall)")
 
-def _timed(fn, repeats: int, device: torch.device) -> tuple[float, float]:
-    """(wall seconds, process CPU seconds) per call of ``fn``."""
-    fn()  # warm-up (allocator, lazy init)
+
+def timed(fn, repeats: int, device: torch.device) -> tuple[float, float]:
+    """(wall seconds, process CPU seconds) per call of ``fn``, after one untimed warm-up call."""
+    fn()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     wall, cpu = time.perf_counter(), time.process_time()
@@ -35,49 +48,104 @@ def _timed(fn, repeats: int, device: torch.device) -> tuple[float, float]:
     return (time.perf_counter() - wall) / repeats, (time.process_time() - cpu) / repeats
 
 
-def bench(family: str, device: torch.device, grad_steps: int, context_batch: int) -> list[tuple[str, str]]:
-    fam = get_family(family)
-    tasks = fam.sample_splits(np.random.default_rng(0))
-    hp = PEARL.make_hparams({"context_batch": context_batch})
-    method = PEARL(fam, tasks, hp, "train", device)
-    n_train = len(tasks["train"])
-    # fill every train task's buffer as the initial collection does, timing it (all tasks in one batch)
+class _Reshaped:
+    """The family with another observation size: only for building networks and buffers."""
+
+    def __init__(self, family, obs_dim: int):
+        self._family, self.obs_dim = family, obs_dim
+
+    def __getattr__(self, name):
+        return getattr(self._family, name)
+
+
+def pearl_for(config: dict, experiment: str, family_name: str, method: str, device: torch.device,
+              obs_dim: int | None = None) -> PEARL:
+    family = get_family(family_name)
+    tasks = family.sample_splits(np.random.default_rng(config["taskset_seed"]))
+    spec = run_spec(config, experiment, family_name, method, seed=0)
+    if obs_dim is not None and obs_dim != family.obs_dim:
+        family = _Reshaped(family, obs_dim)
+    return PEARL(family, tasks, PEARL.make_hparams(spec["hparams"]), spec["train_split"], device)
+
+
+def fill_with_random_rows(agent: PEARL, rows_per_task: int) -> None:
+    """Every train task's buffer (and context window) holds ``rows_per_task`` random transitions."""
+    n, width = len(agent.train_tasks), agent.buffer.data.shape[-1]
+    rows = torch.randn(n, rows_per_task, width, device=agent.device)
+    rows[..., agent.cols["term"]] = 0.0
+    rows[..., agent.cols["act"]] = rows[..., agent.cols["act"]].clamp(-0.99, 0.99)
+    agent.buffer.add(torch.arange(n, device=agent.device), rows,
+                     torch.ones(n, rows_per_task, dtype=torch.bool, device=agent.device), context=True)
+
+
+def bench(config: dict, experiment: str, family: str, method: str, scale: str, mode: str, device: torch.device,
+          threads: int, grad_steps: int, obs_dim: int | None) -> list[dict]:
+    if mode not in MODES:
+        raise ValueError(f"mode {mode!r} is not available; available: {MODES}")
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    config = {**config, "scale": scale}
+    base = {"scale": scale, "mode": mode, "device": str(device), "threads": threads}
+    rows = []
+
+    learner = pearl_for(config, experiment, family, method, device, obs_dim)
+    hp = learner.hp
+    fill_with_random_rows(learner, max(hp.rl_batch, hp.context_batch))
+    wall, cpu = timed(learner.update, grad_steps, device)
+    rows.append({**base, "what": (f"gradient step: meta-batch {hp.meta_batch} x {hp.rl_batch}, context "
+                                  f"{hp.context_batch}, {hp.layers}x{hp.hidden} nets, obs {learner.obs_dim}, "
+                                  f"act {learner.act_dim}"),
+                 "per unit (wall)": f"{wall * 1e3:.2f} ms", "per unit (CPU)": f"{cpu * 1e3:.2f} ms",
+                 "rate (wall)": f"{1 / wall:,.1f} steps/s"})
+
+    collector = pearl_for(config, experiment, family, method, device)
+    n_train, horizon = len(collector.train_tasks), collector.family.horizon
     all_tasks = torch.arange(n_train, device=device)
-    wall, cpu = _timed(lambda: method.collect(all_tasks, hp.initial_steps // 10, posterior=False, context=True), 3, device)
-    steps = n_train * (hp.initial_steps // 10)
-    rows = [(f"collection, {n_train} tasks stepped together, z ~ prior", f"{steps / wall:,.0f} env steps/s (CPU time {cpu / steps * 1e6:.1f} us/step)")]
-    sampled = all_tasks[:hp.tasks_per_iteration]
-    wall, cpu = _timed(lambda: method.collect(sampled, hp.extra_rl_steps, posterior=True, context=False), 2, device)
-    steps = hp.tasks_per_iteration * hp.extra_rl_steps
-    rows.append((f"collection, {hp.tasks_per_iteration} tasks, z ~ posterior (per-iteration setting)",
-                 f"{steps / wall:,.0f} env steps/s (CPU time {cpu / steps * 1e6:.1f} us/step)"))
-    wall, cpu = _timed(method.update, grad_steps, device)
-    what = (f"gradient step (meta-batch {hp.meta_batch} x {hp.rl_batch}, context {context_batch}, "
-            f"{hp.layers}x{hp.hidden} nets)")
-    rows.append((what, f"{1 / wall:,.2f} steps/s (CPU time {cpu * 1e3:.0f} ms/step)"))
+    for what, tasks, posterior in [(f"collection: all {n_train} train tasks together, z ~ prior", all_tasks, False),
+                                   (f"collection: {hp.tasks_per_iteration} tasks, z ~ posterior",
+                                    all_tasks[:hp.tasks_per_iteration], True)]:
+        wall, cpu = timed(lambda t=tasks, p=posterior: collector.collect(t, horizon, posterior=p, context=True), 1, device)
+        steps = len(tasks) * horizon
+        rows.append({**base, "what": f"{what} (one {horizon}-step trajectory each)",
+                     "per unit (wall)": f"{wall / steps * 1e6:.1f} us/step", "per unit (CPU)": f"{cpu / steps * 1e6:.1f} us/step",
+                     "rate (wall)": f"{steps / wall:,.0f} env steps/s"})
     return rows
 
 
+def report(rows: list[dict], header: str) -> str:
+    lines = [header, "", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(str(row[c]) for c in COLUMNS) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--family", default="point_robot")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--grad-steps", type=int, default=10)
-    parser.add_argument("--context-batch", type=int, default=256)
-    parser.add_argument("--out", default=None, help="write a markdown table here")
+    parser = argparse.ArgumentParser(prog="metarl bench pearl", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--experiment", default="E3")
+    parser.add_argument("--family", default="cheetah_vel")
+    parser.add_argument("--method", default="pearl")
+    parser.add_argument("--scale", nargs="+", default=["quick", "paper"], choices=["smoke", "quick", "paper"])
+    parser.add_argument("--mode", nargs="+", default=["eager"], choices=MODES)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", nargs="+", type=int, default=[1])
+    parser.add_argument("--grad-steps", type=int, default=10, help="timed gradient steps per setting")
+    parser.add_argument("--obs-dim", type=int, help="observation size of the gradient-step row "
+                        "(default: oyster's for cheetah_vel, 20; the family's otherwise)")
+    parser.add_argument("--config", type=Path, default=CONFIG)
+    parser.add_argument("--out", type=Path, help="write the Markdown table here")
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
+    config = yaml.safe_load(args.config.read_text())
     device = resolve_device(args.device)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
-    rows = bench(args.family, device, args.grad_steps, args.context_batch)
-    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    header = (f"PEARL on {args.family}, {device} ({name}), torch {torch.__version__}, {args.threads} thread(s), "
-              f"{os.cpu_count()} cores, load average {load}")
-    lines = [header, "", "| what | rate |", "|---|---|"]
-    lines += [f"| {what} | {rate} |" for what, rate in rows]
-    text = "\n".join(lines) + "\n"
+    obs_dim = args.obs_dim or OYSTER_OBS_DIM.get(args.family)
+    rows = []
+    for scale in args.scale:
+        for mode in args.mode:
+            for threads in args.threads:
+                rows += bench(config, args.experiment, args.family, args.method, scale, mode, device, threads,
+                              args.grad_steps, obs_dim)
+                print(f"done: scale {scale}, {mode}, {threads} thread(s)", flush=True)
+    header = (f"PEARL ({args.experiment} {args.method}) on {args.family}, hyper-parameters from config.yaml at each "
+              f"scale. Machine: {machine_line(device, None)}.")
+    text = report(rows, header)
     print(text)
     if args.out:
         save_text(text, args.out)

@@ -3,18 +3,20 @@ reaching families, with the hyper-parameters config.yaml gives E2 at a scale (``
 paper's meta-batch of 20 tasks x 25 episodes, K = 3, GRU 256, PPO 20 epochs...).
 
 One meta-update samples (warm-up + K + 1 rounds) x meta_batch x episodes_per_task episodes and
-runs K batched fast updates and the PPO epochs. Rates are per CPU second of this process
+runs K batched fast updates and the PPO epochs; the share of its time spent collecting (env
+stepping + policy inference) and in gradient work (fast updates, meta-update) comes from the
+instrumentation of metarl.profiling. Rates are per CPU second of this process
 (``time.process_time``, all its threads), which stays meaningful on a machine shared with other
 jobs; wall-clock seconds are reported too. For reference, ``env only`` is the batched env of the
-same size stepped with random actions (no policy, no learning).
+same size stepped with random actions (no policy, no learning). ``mode`` is how the updates run:
+only ``eager`` exists so far (no compile switch yet).
 
-Usage: ``python -m metarl.bench_tesp --scale paper --out benchmarks/tesp.md``
+Usage: ``metarl bench tesp --scale quick --threads 1 2 --out benchmarks/tesp.md``
 """
 from __future__ import annotations
 
 import argparse
 import datetime
-import platform
 import time
 from pathlib import Path
 
@@ -25,10 +27,13 @@ import yaml
 from metarl.config import run_spec
 from metarl.envs import get_family
 from metarl.methods.tesp import TESP
+from metarl.profiling import machine_line, time_iterations
 from metarl.utils.io import save_text
+from metarl.utils.runtime import resolve_device
 
 FAMILIES = ("wheeled", "small_ant", "reacher_2link", "reacher_4link")
 CONFIG = Path(__file__).resolve().parent.parent / "config.yaml"
+MODES = ("eager",)
 
 
 def env_only_rate(family, num_envs: int) -> float:
@@ -45,41 +50,43 @@ def env_only_rate(family, num_envs: int) -> float:
     return steps / (time.process_time() - start)
 
 
-def measure(family_name: str, method: str, scale: str, iterations: int, config_path: Path) -> dict:
+def measure(family_name: str, method: str, scale: str, mode: str, device: torch.device, threads: int,
+            iterations: int, config_path: Path) -> dict:
+    if mode not in MODES:
+        raise ValueError(f"mode {mode!r} is not available; available: {MODES}")
+    torch.set_num_threads(threads)
     config = yaml.safe_load(config_path.read_text())
     config["scale"] = scale
     spec = run_spec(config, "E2", family_name, method, seed=0)
     family = get_family(family_name)
     tasks = family.sample_splits(np.random.default_rng(config["taskset_seed"]))
     torch.manual_seed(0)
-    agent = TESP(family, tasks, TESP.make_hparams(spec["hparams"]), spec["train_split"], torch.device("cpu"))
+    agent = TESP(family, tasks, TESP.make_hparams(spec["hparams"]), spec["train_split"], device)
     hp = agent.hp
-    cpu, wall = time.process_time(), time.perf_counter()
-    for _ in range(iterations):
-        agent.train_iteration()
-    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    t = time_iterations(agent, "tesp", iterations, device)
     return {
-        "family": family_name, "method": method, "scale": scale,
-        "envs": hp.meta_batch * hp.episodes_per_task,
+        "family": family_name, "method": method, "scale": scale, "mode": mode, "device": str(device),
+        "threads": threads, "envs": hp.meta_batch * hp.episodes_per_task,
         "env steps / meta-update": agent.env_steps / iterations,
-        "CPU s / meta-update": cpu / iterations, "wall s / meta-update": wall / iterations,
-        "meta-updates / CPU s": iterations / cpu, "env steps / CPU s": agent.env_steps / cpu,
+        "CPU s / meta-update": t["cpu_s"], "wall s / meta-update": t["wall_s"],
+        "collection share": f"{100 * t['collection_share']:.0f} %",
+        "gradient share": f"{100 * t['gradient_share']:.0f} %",
+        "env steps / CPU s": agent.env_steps / (t["cpu_s"] * iterations),
         "env only: steps / CPU s": env_only_rate(family, hp.meta_batch * hp.episodes_per_task),
     }
 
 
-def report(rows: list[dict], threads: int) -> str:
+def report(rows: list[dict], device: torch.device) -> str:
     columns = list(rows[0])
     lines = [
         "# TESP throughput",
         "",
-        (f"Measured {datetime.date.today()} on {platform.processor() or platform.machine()} "
-        f"({threads} torch thread(s); the machine's 2 cores were shared with other jobs), Python "
-        f"{platform.python_version()}, torch {torch.__version__}. **CPU only: no GPU was measured.** "
-        "Produced by `python -m metarl.bench_tesp` (`metarl/bench_tesp.py`): hyper-parameters from "
-        "config.yaml's E2 block at the given scale; rates per CPU second of the benchmark process "
-        "(see the module docstring). One meta-update = warm-up + K + 1 sampling rounds, K batched "
-        "fast updates and the PPO epochs."),
+        (f"Measured {datetime.date.today()}: {machine_line(device, None)}. Produced by `metarl bench tesp` "
+         "(`metarl/bench_tesp.py`): hyper-parameters from config.yaml's E2 block at the given scale; rates "
+         "per CPU second of the benchmark process (see the module docstring). One meta-update = warm-up + "
+         "K + 1 sampling rounds, K batched fast updates and the PPO epochs; no warm-up meta-update is "
+         "excluded. Shares: exclusive time of collection (env stepping, policy inference) and gradient work "
+         "(fast updates, PPO meta-update) per `metarl.profiling`."),
         "",
         "| " + " | ".join(columns) + " |",
         "|" + "---|" * len(columns),
@@ -93,22 +100,26 @@ def report(rows: list[dict], threads: int) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="metarl bench tesp", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--families", nargs="+", default=list(FAMILIES), choices=FAMILIES)
+    parser.add_argument("--families", nargs="+", default=["reacher_2link"], choices=FAMILIES)
     parser.add_argument("--methods", nargs="+", default=["tesp"], help="E2 methods of config.yaml")
-    parser.add_argument("--scales", nargs="+", default=["paper"], choices=["smoke", "quick", "paper"])
+    parser.add_argument("--scale", "--scales", nargs="+", default=["quick"], choices=["smoke", "quick", "paper"])
+    parser.add_argument("--mode", nargs="+", default=["eager"], choices=MODES)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", nargs="+", type=int, default=[1])
     parser.add_argument("--iterations", type=int, default=1, help="meta-updates timed per setting")
-    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--config", type=Path, default=CONFIG)
     parser.add_argument("--out", type=Path, help="write the markdown report here")
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
     rows = []
-    for scale in args.scales:
+    for scale in args.scale:
         for family in args.families:
             for method in args.methods:
-                rows.append(measure(family, method, scale, args.iterations, args.config))
-                print(rows[-1], flush=True)
-    text = report(rows, args.threads)
+                for mode in args.mode:
+                    for threads in args.threads:
+                        rows.append(measure(family, method, scale, mode, device, threads, args.iterations, args.config))
+                        print(rows[-1], flush=True)
+    text = report(rows, device)
     print(text)
     if args.out:
         save_text(text, args.out)

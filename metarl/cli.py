@@ -95,7 +95,7 @@ def _bench(args) -> None:
     import importlib
 
     module = {"envs": "metarl.bench_envs", "pearl": "metarl.bench_pearl", "tesp": "metarl.bench_tesp",
-              "dag": "metarl.bench_dag"}[args.what]
+              "vate": "metarl.bench_vate", "profile": "metarl.profiling", "dag": "metarl.bench_dag"}[args.what]
     importlib.import_module(module).main(args.passthrough)
 
 
@@ -179,9 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_claims)
 
     # these two hand their remaining arguments to the module's own parser
-    p = sub.add_parser("bench", help="throughput benchmarks, or `dag`: the cost of a pipeline run from its "
-                       "benchmark files (`metarl bench WHAT --help` for options)")
-    p.add_argument("what", choices=["envs", "pearl", "tesp", "dag"])
+    p = sub.add_parser("bench", help="throughput benchmarks, the per-phase profile of a training slice, or "
+                       "`dag`: the cost of a pipeline run from its benchmark files (`metarl bench WHAT --help`)")
+    p.add_argument("what", choices=["envs", "pearl", "tesp", "vate", "profile", "dag"])
     p.set_defaults(func=_bench, passthrough_ok=True)
 
     p = sub.add_parser("bayes-optimal", add_help=False,

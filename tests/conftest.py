@@ -1,4 +1,5 @@
 import copy
+import os
 import shutil
 from pathlib import Path
 
@@ -11,6 +12,13 @@ REPO = Path(__file__).resolve().parent.parent
 # Tiny networks gain nothing from intra-op threads, and on a loaded 2-core runner the extra
 # threads make them many times slower; the pipeline's jobs set their own thread count.
 torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def device() -> torch.device:
+    """Where tests that take this fixture run: METARL_TEST_DEVICE (benchmarks/gpu_check.sh sets
+    cuda), cpu by default."""
+    return torch.device(os.environ.get("METARL_TEST_DEVICE", "cpu"))
 
 
 @pytest.fixture(scope="session")
