@@ -42,7 +42,8 @@ def test_experiment_target_schedules_only_that_experiment(workdir, repo_config, 
 def test_report_target_builds_what_all_builds(tmp_path, repo_config):
     config = {**repo_config, "scale": "smoke",
               "experiments": {name: {**repo_config["experiments"][name], "methods": methods}
-                              for name, methods in [("E1", ["vate"]), ("E4", ["pearl_dir24"])]}}
+                              for name, methods in [("E1", ["vate"]), ("E4", ["pearl_dir24"])]},
+              "claims": [c for c in repo_config["claims"] if c["experiment"] in ("E1", "E4")]}
     workdir = copy_workflow(tmp_path, config)
     everything, report = scheduled(workdir), scheduled(workdir, "report")
     assert {job for job in report if job[0] != "report"} == {job for job in everything if job[0] != "all"}
