@@ -9,7 +9,8 @@ for cheetah_vel it defaults to 20, the observation of oyster's HalfCheetahVel (o
 leaves out the torso's centre of mass), so that the paper-scale row (3x300 nets, meta-batch
 16 x 256, context 100, act 6) compares with oyster's cheetah-vel step. Collection is timed on the
 real environments of the family. Rates are given per wall second and as process CPU time per
-unit (robust to other jobs on a shared machine); the load average is printed with them.
+unit (robust to other jobs on a shared machine; it includes finished child processes, such as the
+C++ compiler inductor runs); the load average is printed with them.
 ``mode`` is config.yaml's ``compile`` switch: ``eager`` (off) or ``compiled`` (on; metarl.compiling),
 where a row "first call" gives what the first gradient step and the first trajectory cost with
 compilation, cold or warm depending on the inductor cache (``$TORCHINDUCTOR_CACHE_DIR``).
@@ -17,6 +18,7 @@ compilation, cold or warm depending on the inductor cache (``$TORCHINDUCTOR_CACH
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 
@@ -37,18 +39,24 @@ OYSTER_OBS_DIM = {"cheetah_vel": 20}
 COLUMNS = ("scale", "mode", "device", "threads", "what", "per unit (wall)", "per unit (CPU)", "rate (wall)")
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process and its finished children (inductor compiles C++ in a subprocess)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
 def timed(fn, repeats: int, device: torch.device, warm_up: bool = True) -> tuple[float, float]:
     """(wall seconds, process CPU seconds) per call of ``fn``, after one untimed warm-up call."""
     if warm_up:
         fn()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    wall, cpu = time.perf_counter(), time.process_time()
+    wall, cpu = time.perf_counter(), cpu_seconds()
     for _ in range(repeats):
         fn()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    return (time.perf_counter() - wall) / repeats, (time.process_time() - cpu) / repeats
+    return (time.perf_counter() - wall) / repeats, (cpu_seconds() - cpu) / repeats
 
 
 class _Reshaped:

@@ -4,7 +4,7 @@
 * ``on``: inductor, with random ops falling back to eager's generator
   (``fallback_random``), so a compiled step draws the same numbers as an eager one and the same
   seed gives the same run. On CUDA the graphs are also captured (``mode="reduce-overhead"``).
-* ``auto``: ``on`` only where it was measured to pay (``pays``; benchmarks/compile.md).
+* ``auto``: ``on`` only where it was measured to pay (``pays``): so far nowhere (benchmarks/compile.md).
 
 Compiled code is cached on disk (inductor's FX-graph and AOT-autograd caches) in
 ``$TORCHINDUCTOR_CACHE_DIR``, by default ``~/.cache/metarl/inductor``: outside every declared
@@ -22,10 +22,12 @@ CACHE_DIR = Path.home() / ".cache" / "metarl" / "inductor"
 
 
 def pays(device: torch.device) -> bool:
-    """Where ``auto`` compiles. On CUDA, graph capture removes the per-kernel launches that
-    dominate small networks. On CPU (torch 2.13, 1 thread, PEARL quick networks) a compiled step
-    measured no faster than eager (benchmarks/compile.md), so ``auto`` leaves CPU eager."""
-    return device.type == "cuda"
+    """Where ``auto`` compiles: nowhere yet. On CPU (torch 2.13, 1 thread, PEARL at quick) the
+    compiled step measured slower than eager and costs minutes of compilation per cold cache
+    (benchmarks/compile.md). On CUDA it is expected to pay (graph capture removes the kernel
+    launches that dominate small networks) but has not been measured here: measure with
+    ``metarl bench pearl --device cuda --mode eager compiled`` before turning it on for CUDA."""
+    return False
 
 
 def resolve(mode: str, device: torch.device) -> bool:
