@@ -392,7 +392,7 @@ class PEARL(Method):
     def step(self, batch: Batch) -> dict[str, torch.Tensor]:
         """One gradient step in oyster's order (``_take_step``, rlkit/torch/sac/sac.py): encoder and
         twin Q; then, against the updated Q, the value network, the soft target update and the
-        policy. z's reparameterisation noise is drawn here."""
+        policy. z's reparameterisation noise is drawn in ``critic_losses``."""
         rows = batch.rows.flatten(0, 1)                                    # (T*B, width)
         loss, q_loss, kl, z = self._critic_losses(rows, batch.context)
         self.optimizer.zero_grad()
