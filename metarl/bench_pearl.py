@@ -9,12 +9,16 @@ for cheetah_vel it defaults to 20, the observation of oyster's HalfCheetahVel (o
 leaves out the torso's centre of mass), so that the paper-scale row (3x300 nets, meta-batch
 16 x 256, context 100, act 6) compares with oyster's cheetah-vel step. Collection is timed on the
 real environments of the family. Rates are given per wall second and as process CPU time per
-unit (robust to other jobs on a shared machine); the load average is printed with them.
-``mode`` is how the update runs: only ``eager`` exists so far (no compile switch yet).
+unit (robust to other jobs on a shared machine; it includes finished child processes, such as the
+C++ compiler inductor runs); the load average is printed with them.
+``mode`` is config.yaml's ``compile`` switch: ``eager`` (off) or ``compiled`` (on; metarl.compiling),
+where a row "first call" gives what the first gradient step and the first trajectory cost with
+compilation, cold or warm depending on the inductor cache (``$TORCHINDUCTOR_CACHE_DIR``).
 """
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 
@@ -30,22 +34,29 @@ from metarl.utils.io import save_text
 from metarl.utils.runtime import resolve_device
 
 CONFIG = Path(__file__).resolve().parent.parent / "config.yaml"
-MODES = ("eager",)
+MODES = {"eager": "off", "compiled": "on"}  # bench mode -> config.yaml compile
 OYSTER_OBS_DIM = {"cheetah_vel": 20}
 COLUMNS = ("scale", "mode", "device", "threads", "what", "per unit (wall)", "per unit (CPU)", "rate (wall)")
 
 
-def timed(fn, repeats: int, device: torch.device) -> tuple[float, float]:
+def cpu_seconds() -> float:
+    """CPU time of this process and its finished children (inductor compiles C++ in a subprocess)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+def timed(fn, repeats: int, device: torch.device, warm_up: bool = True) -> tuple[float, float]:
     """(wall seconds, process CPU seconds) per call of ``fn``, after one untimed warm-up call."""
-    fn()
+    if warm_up:
+        fn()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    wall, cpu = time.perf_counter(), time.process_time()
+    wall, cpu = time.perf_counter(), cpu_seconds()
     for _ in range(repeats):
         fn()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    return (time.perf_counter() - wall) / repeats, (time.process_time() - cpu) / repeats
+    return (time.perf_counter() - wall) / repeats, (cpu_seconds() - cpu) / repeats
 
 
 class _Reshaped:
@@ -81,7 +92,7 @@ def fill_with_random_rows(agent: PEARL, rows_per_task: int) -> None:
 def bench(config: dict, experiment: str, family: str, method: str, scale: str, mode: str, device: torch.device,
           threads: int, grad_steps: int, obs_dim: int | None) -> list[dict]:
     if mode not in MODES:
-        raise ValueError(f"mode {mode!r} is not available; available: {MODES}")
+        raise ValueError(f"mode {mode!r} is not available; available: {list(MODES)}")
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     config = {**config, "scale": scale}
@@ -89,8 +100,10 @@ def bench(config: dict, experiment: str, family: str, method: str, scale: str, m
     rows = []
 
     learner = pearl_for(config, experiment, family, method, device, obs_dim)
+    learner.use_compile(MODES[mode])
     hp = learner.hp
     fill_with_random_rows(learner, max(hp.rl_batch, hp.context_batch))
+    first = timed(learner.update, 1, device, warm_up=False)  # compiles when compiled
     wall, cpu = timed(learner.update, grad_steps, device)
     rows.append({**base, "what": (f"gradient step: meta-batch {hp.meta_batch} x {hp.rl_batch}, context "
                                   f"{hp.context_batch}, {hp.layers}x{hp.hidden} nets, obs {learner.obs_dim}, "
@@ -99,8 +112,13 @@ def bench(config: dict, experiment: str, family: str, method: str, scale: str, m
                  "rate (wall)": f"{1 / wall:,.1f} steps/s"})
 
     collector = pearl_for(config, experiment, family, method, device)
+    collector.use_compile(MODES[mode])
     n_train, horizon = len(collector.train_tasks), collector.family.horizon
     all_tasks = torch.arange(n_train, device=device)
+    first_collect = timed(lambda: collector.collect(all_tasks, 1, posterior=False, context=False), 1, device, warm_up=False)
+    rows.append({**base, "what": "first call: gradient step, then one trajectory (includes compilation)",
+                 "per unit (wall)": f"{first[0]:.2f} s + {first_collect[0]:.2f} s",
+                 "per unit (CPU)": f"{first[1]:.2f} s + {first_collect[1]:.2f} s", "rate (wall)": ""})
     for what, tasks, posterior in [(f"collection: all {n_train} train tasks together, z ~ prior", all_tasks, False),
                                    (f"collection: {hp.tasks_per_iteration} tasks, z ~ posterior",
                                     all_tasks[:hp.tasks_per_iteration], True)]:
@@ -124,7 +142,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--family", default="cheetah_vel")
     parser.add_argument("--method", default="pearl")
     parser.add_argument("--scale", nargs="+", default=["quick", "paper"], choices=["smoke", "quick", "paper"])
-    parser.add_argument("--mode", nargs="+", default=["eager"], choices=MODES)
+    parser.add_argument("--mode", nargs="+", default=["eager"], choices=list(MODES))
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", nargs="+", type=int, default=[1])
     parser.add_argument("--grad-steps", type=int, default=10, help="timed gradient steps per setting")

@@ -116,8 +116,14 @@ def run_spec(config: dict, experiment: str, family: str, method: str, seed: int)
         "experiment": experiment, "family": family, "method": method, "algo": mcfg["algo"], "seed": seed,
         **budget, "eval_tasks": scale.get("eval_tasks"),
         "train_split": exp["train_split"], "curve_splits": exp["curve_splits"],
-        "hparams": hparams, "device": config["device"], "threads": config["resources"]["train"]["threads"],
+        "hparams": hparams, "device": config["device"], "compile": compile_mode(config.get("compile", "off")),
+        "threads": config["resources"]["train"]["threads"],
     }
+
+
+def compile_mode(value) -> str:
+    """config.yaml's ``compile`` as ``auto``/``on``/``off`` (YAML reads unquoted on/off as booleans)."""
+    return ("on" if value else "off") if isinstance(value, bool) else value
 
 
 def runs(config: dict, experiment: str):

@@ -42,9 +42,11 @@ def spec_hash(spec: dict[str, Any]) -> str:
 
 def build_method(spec: dict[str, Any], taskset_path, device: torch.device) -> Method:
     algo = get_algorithm(spec["algo"])
-    return algo(family=get_family(spec["family"]), tasks=read_taskset(taskset_path, spec["family"]),
-                hparams=algo.make_hparams(spec["hparams"]), train_split=spec["train_split"],
-                device=device)
+    method = algo(family=get_family(spec["family"]), tasks=read_taskset(taskset_path, spec["family"]),
+                  hparams=algo.make_hparams(spec["hparams"]), train_split=spec["train_split"],
+                  device=device)
+    method.use_compile(spec.get("compile", "off"))  # specs from before the switch ran eager
+    return method
 
 
 RUN_KEYS = ["experiment", "family", "method", "seed"]

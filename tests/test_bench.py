@@ -31,4 +31,4 @@ def test_bench_writes_a_table_per_setting(tmp_path, device, what, extra, first_c
     header, *rows = _table_rows(out.read_text())
     assert header[0] == first_column and "mode" in header and "threads" in header
     assert rows and all(row[header.index("mode")] == "eager" for row in rows)
-    assert len(rows) == (3 if what == "pearl" else 1)  # PEARL: gradient step + two collection settings
+    assert len(rows) == (4 if what == "pearl" else 1)  # PEARL: gradient step, first calls, two collection settings

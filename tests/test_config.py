@@ -35,6 +35,7 @@ def _break(config, path, value):
     (["methods", "vate", "hparams", "lrr"], 1e-3, ["method 'vate'", "lrr", "allowed"]),
     (["experiments", "E9"], {}, ["experiments", "E9"]),
     (["device"], "tpu", ["device", "tpu"]),
+    (["compile"], "fast", ["compile", "'fast' is not one of"]),
     (["experiments", "E1", "scales", "quick", "families"], {"point_robot": {"lr": 1.0}},
      ["experiments.E1.scales.quick.families", "point_robot", "gridworld"]),
     (["experiments", "E1", "scales", "quick", "family_budgets"], {"point_robot": {"iterations": 5}},

@@ -48,6 +48,15 @@ class Method(ABC):
         #: fraction of meta-training done before the current iteration (set by the training
         #: driver), for schedules such as learning-rate annealing
         self.progress = 0.0
+        #: whether hot paths run through torch.compile (config.yaml's ``compile``, see use_compile)
+        self.compiled = False
+
+    def use_compile(self, mode: str) -> None:
+        """Apply config.yaml's ``compile: auto | on | off`` (metarl.compiling). Methods with
+        compiled hot paths override this to swap them in; the others stay eager."""
+        from metarl import compiling
+
+        self.compiled = compiling.resolve(mode, self.device)
 
     @classmethod
     def make_hparams(cls, values: dict[str, Any]):

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from metarl import compiling
 from metarl.envs.base import Task, TaskFamily
 from metarl.latents import LatentSpace
 from metarl.methods.base import FINAL_STAGE, Method
@@ -271,6 +272,16 @@ class PEARL(Method):
         self.buffer = TaskReplay(len(self.train_tasks), 2 * o + a + 3, hp.buffer_size, device)
         self._envs: dict[int, object] = {}
         self.initialised = False
+        self._critic_losses, self._actor_losses, self._act = self.critic_losses, self.actor_losses, self.model.policy
+
+    def use_compile(self, mode: str) -> None:
+        """config.yaml's ``compile`` switch (metarl.compiling): compiles both phases of a gradient
+        step (forward and, through AOT autograd, backward) and the policy forward of collection."""
+        super().use_compile(mode)
+        if self.compiled:
+            self._critic_losses = compiling.compiled(self.critic_losses, self.device)
+            self._actor_losses = compiling.compiled(self.actor_losses, self.device)
+            self._act = compiling.compiled(self.model.policy, self.device)
 
     # ------------------------------------------------------------------------ helpers
 
@@ -298,7 +309,7 @@ class PEARL(Method):
         rows, valid, path = [], [], [obs]
         ended = torch.zeros(env.num_envs, dtype=torch.bool, device=self.device)
         for _ in range(env.horizon):
-            action = self.model.policy(torch.cat([obs, z], -1), deterministic)[0]
+            action = self._act(torch.cat([obs, z], -1), deterministic)[0]
             env_action = self.act_low + (action + 1) * 0.5 * (self.act_high - self.act_low)
             next_obs, reward, terminated, truncated, info = env.step(env_action)
             ctx_reward = info.get("sparse_reward", reward)
@@ -349,41 +360,51 @@ class PEARL(Method):
                      context=self.context_of(self.buffer.sample_context(tasks, hp.context_batch)),
                      action_noise=torch.randn(hp.meta_batch * hp.rl_batch, self.act_dim, device=self.device))
 
-    def step(self, batch: Batch) -> dict[str, torch.Tensor]:
-        """One gradient step in oyster's order (``_take_step``, rlkit/torch/sac/sac.py): encoder and
-        twin Q on the Bellman error + kl_lambda * KL; then, against the updated Q, the value
-        network, the soft target update and the policy. z's reparameterisation noise is drawn here."""
+    def critic_losses(self, rows: torch.Tensor, context: torch.Tensor):
+        """Phase 1 of a step: encoder and twin Q on the Bellman error + kl_lambda * KL. Returns the
+        loss to minimise, its Q and KL parts and z, reparameterised here (compiled when enabled)."""
         hp, c, model = self.hp, self.cols, self.model
-        rows = batch.rows.flatten(0, 1)                                    # (T*B, width)
         obs, act, next_obs = rows[:, c["obs"]], rows[:, c["act"]], rows[:, c["next_obs"]]
         reward, term = rows[:, c["rew"]].squeeze(-1), rows[:, c["term"]].squeeze(-1)
-
-        # 1) encoder + Q: the Bellman error trains both Q-networks and, through z, the encoder
-        post = model.posterior(batch.context)
-        z = self.latent.sample(post).repeat_interleave(batch.rows.shape[1], 0)
+        post = model.posterior(context)
+        z = self.latent.sample(post).repeat_interleave(rows.shape[0] // context.shape[0], 0)
         q = model.q(torch.cat([obs, act, z], -1)).squeeze(-1)             # (2, T*B)
         with torch.no_grad():
             v_next = model.v_target(torch.cat([next_obs, z], -1)).squeeze(-1)
             q_target = hp.reward_scale * reward + (1 - term) * hp.gamma * v_next
         q_loss = ((q - q_target) ** 2).mean(1).sum()
         kl = self.latent.kl(post).sum()  # summed over tasks, as oyster
-        self.optimizer.zero_grad()
-        (q_loss + hp.kl_lambda * kl).backward()
-        self.optimizer.step()  # only the encoder and Q have gradients, so only they move
+        return q_loss + hp.kl_lambda * kl, q_loss, kl, z
 
-        # 2) value and policy on detached z, against the min of the *updated* Q-networks on new
-        # actions; Q weights frozen so that the policy loss only moves the policy
-        s_z = torch.cat([obs, z.detach()], -1)
-        action, log_pi, mean, log_std = model.policy(s_z, noise=batch.action_noise)
-        q_new = model.q(torch.cat([obs, action, z.detach()], -1), frozen=True).squeeze(-1).min(0).values
+    def actor_losses(self, obs: torch.Tensor, z: torch.Tensor, action_noise: torch.Tensor):
+        """Phase 2 of a step: value and policy on detached z, against the min of the (updated)
+        Q-networks on new actions; Q weights frozen so that the policy loss only moves the policy.
+        Returns the loss to minimise and its value and policy parts (compiled when enabled)."""
+        hp, model = self.hp, self.model
+        s_z = torch.cat([obs, z], -1)
+        action, log_pi, mean, log_std = model.policy(s_z, noise=action_noise)
+        q_new = model.q(torch.cat([obs, action, z], -1), frozen=True).squeeze(-1).min(0).values
         v = model.v(s_z).squeeze(-1)
         v_loss = ((v - (q_new - log_pi).detach()) ** 2).mean()
         pi_loss = (log_pi - q_new).mean() + hp.policy_reg * ((mean ** 2).mean() + (log_std ** 2).mean())
+        return v_loss + pi_loss, v_loss, pi_loss  # disjoint: v_loss reaches V only, pi_loss the policy only
+
+    def step(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """One gradient step in oyster's order (``_take_step``, rlkit/torch/sac/sac.py): encoder and
+        twin Q; then, against the updated Q, the value network, the soft target update and the
+        policy. z's reparameterisation noise is drawn in ``critic_losses``."""
+        rows = batch.rows.flatten(0, 1)                                    # (T*B, width)
+        loss, q_loss, kl, z = self._critic_losses(rows, batch.context)
         self.optimizer.zero_grad()
-        (v_loss + pi_loss).backward()  # disjoint: v_loss reaches V only, pi_loss the policy only
+        loss.backward()
+        self.optimizer.step()  # only the encoder and Q have gradients, so only they move
+
+        loss, v_loss, pi_loss = self._actor_losses(rows[:, self.cols["obs"]], z.detach(), batch.action_noise)
+        self.optimizer.zero_grad()
+        loss.backward()
         self.optimizer.step()
         with torch.no_grad():  # oyster updates the target after the value step (the policy ignores it)
-            torch._foreach_lerp_(list(model.v_target.parameters()), list(model.v.parameters()), hp.tau)
+            torch._foreach_lerp_(list(self.model.v_target.parameters()), list(self.model.v.parameters()), self.hp.tau)
         return {"q_loss": q_loss.detach(), "v_loss": v_loss.detach(), "pi_loss": pi_loss.detach(),
                 "kl": kl.detach() / len(batch.rows)}
 
