@@ -79,9 +79,10 @@ def reference_losses(method, batch, adv, returns, eps):
     model, hp = method.model, method.hp
     beliefs = reference_beliefs(model, batch["next_obs"], batch["action"], batch["reward"])
     T, B = batch["action"].shape
+    acted_on = batch["belief"] if hp.detach_encoder else beliefs  # detached: the rollout's own beliefs
     policy = value = entropy = 0.0
     for t in range(T):
-        logits, v = policy_logits_and_value(model, batch["obs"][t], beliefs[t])
+        logits, v = policy_logits_and_value(model, batch["obs"][t], acted_on[t])
         logp = torch.log_softmax(logits, 1)
         ratio = torch.exp(logp[torch.arange(B), batch["action"][t]] - batch["logp"][t])
         policy = policy - torch.minimum(ratio * adv[t], ratio.clamp(1 - hp.clip, 1 + hp.clip) * adv[t]).sum()

@@ -228,9 +228,12 @@ class VATE(Method):
         hp, model = self.hp, self.model
         beliefs = model.encode(batch["next_obs"], batch["action"], batch["reward"])
         beliefs = torch.cat([model.prior(beliefs.shape[1], self.device)[None], beliefs])
-        logp = model.log_policy(batch["obs"], beliefs[:-1])
+        # detached: PPO sees the beliefs the actions were taken with, not ones re-encoded by an
+        # encoder the ELBO keeps changing under it (varibad algorithms/ppo.py: stored latents)
+        acted_on = batch["belief"][:-1] if hp.detach_encoder else beliefs[:-1]
+        logp = model.log_policy(batch["obs"], acted_on)
         ratio = (logp.gather(-1, batch["action"].unsqueeze(-1)).squeeze(-1) - batch["logp"]).exp()
-        values = model.critic(model.policy_input(batch["obs"], beliefs[:-1])).squeeze(-1)
+        values = model.critic(model.policy_input(batch["obs"], acted_on)).squeeze(-1)
         return {"policy_loss": -torch.min(ratio * adv, ratio.clamp(1 - hp.clip, 1 + hp.clip) * adv).mean(),
                 "value_loss": (values - returns).pow(2).mean(),
                 "entropy": -(logp.exp() * logp).sum(-1).mean(),
