@@ -204,7 +204,7 @@ def test_losses_match_step_by_step_reference(hparams):
         total = total + hp.elbo_coef * expected["elbo_loss"]
     else:
         assert terms["elbo_loss"].item() == 0.0
-    assert method.total_loss(terms).item() == pytest.approx(total.item(), rel=1e-10)
+    assert terms["loss"].item() == pytest.approx(total.item(), rel=1e-10)
 
 
 ENCODER = ("embed", "gru", "to_belief")
@@ -231,6 +231,19 @@ def test_detach_keeps_rl_gradient_out_of_the_encoder(detach):
     assert all(norm(g) > 0 for g in elbo_grads)  # ELBO reaches embedding, GRU and belief head
     rl_encoder = [norm(g) for g in rl_grads[:-1]]
     assert all(g == 0 for g in rl_encoder) if detach else all(g > 0 for g in rl_encoder)
+
+
+def test_detached_ppo_acts_on_the_rollout_beliefs():
+    """Detached, the ELBO changes the encoder between the rollout and the PPO steps; PPO must still
+    see the beliefs the actions were taken with, so its first ratio is exactly 1."""
+    method = make(detach_encoder=True)
+    traj = method.rollout(method.env)
+    with torch.no_grad():  # as if the ELBO had updated the encoder since the rollout
+        for p in method.model.gru.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    adv = torch.randn_like(traj["reward"])
+    terms = method.losses(traj, adv, torch.zeros_like(adv))
+    assert terms["policy_loss"].item() == pytest.approx(-adv.mean().item(), abs=1e-6)
 
 
 def test_rl2_is_deterministic_without_decoder():

@@ -215,7 +215,7 @@ class VATE(Method):
             for envs in torch.randperm(hp.num_envs, device=self.device).chunk(hp.minibatches):
                 terms = self.losses({k: v[:, envs] for k, v in traj.items()}, adv[:, envs], returns[:, envs])
                 self.optimizer.zero_grad()
-                self.total_loss(terms).backward()
+                terms["loss"].backward()
                 nn.utils.clip_grad_norm_(model.parameters(), hp.max_grad_norm)
                 self.optimizer.step()
                 stats.append([terms[k].item() for k in LOSS_TERMS])
@@ -223,27 +223,25 @@ class VATE(Method):
         return {"return": traj["reward"].sum(0).mean().item(), **dict(zip(LOSS_TERMS, stats, strict=True))}
 
     def losses(self, batch: dict[str, torch.Tensor], adv, returns) -> dict[str, torch.Tensor]:
-        """The loss terms on whole meta-episodes ``batch`` (``(T, B, ...)`` tensors as ``rollout``
-        returns them), re-encoded from scratch so the encoder gets gradients."""
+        """The loss terms and their weighted sum ``loss`` on whole meta-episodes ``batch`` (``(T, B, ...)``
+        tensors as ``rollout`` returns them), re-encoded from scratch so the encoder gets gradients."""
         hp, model = self.hp, self.model
         beliefs = model.encode(batch["next_obs"], batch["action"], batch["reward"])
         beliefs = torch.cat([model.prior(beliefs.shape[1], self.device)[None], beliefs])
         # detached: PPO sees the beliefs the actions were taken with, not ones re-encoded by an
         # encoder the ELBO keeps changing under it (varibad algorithms/ppo.py: stored latents)
-        acted_on = batch["belief"][:-1] if hp.detach_encoder else beliefs[:-1]
-        logp = model.log_policy(batch["obs"], acted_on)
+        acted_on = batch["belief"] if hp.detach_encoder else beliefs
+        logp = model.log_policy(batch["obs"], acted_on[:-1])
         ratio = (logp.gather(-1, batch["action"].unsqueeze(-1)).squeeze(-1) - batch["logp"]).exp()
-        values = model.critic(model.policy_input(batch["obs"], acted_on)).squeeze(-1)
-        return {"policy_loss": -torch.min(ratio * adv, ratio.clamp(1 - hp.clip, 1 + hp.clip) * adv).mean(),
-                "value_loss": (values - returns).pow(2).mean(),
-                "entropy": -(logp.exp() * logp).sum(-1).mean(),
-                "elbo_loss": (self.elbo_loss(beliefs, batch["next_obs"], batch["reward"]) if hp.variational
-                              else torch.zeros((), device=self.device))}
-
-    def total_loss(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
-        hp = self.hp
-        return (terms["policy_loss"] + hp.value_coef * terms["value_loss"] - hp.entropy_coef * terms["entropy"]
-                + hp.elbo_coef * terms["elbo_loss"])
+        terms = {"policy_loss": -torch.min(ratio * adv, ratio.clamp(1 - hp.clip, 1 + hp.clip) * adv).mean()}
+        values = model.critic(model.policy_input(batch["obs"], acted_on[:-1])).squeeze(-1)
+        terms["value_loss"] = (values - returns).pow(2).mean()
+        terms["entropy"] = -(logp.exp() * logp).sum(-1).mean()
+        rl_loss = terms["policy_loss"] + hp.value_coef * terms["value_loss"] - hp.entropy_coef * terms["entropy"]
+        terms["elbo_loss"] = (self.elbo_loss(beliefs, batch["next_obs"], batch["reward"]) if hp.variational
+                              else torch.zeros((), device=self.device))
+        terms["loss"] = rl_loss + hp.elbo_coef * terms["elbo_loss"]
+        return terms
 
     def evaluate(self, tasks: list[Task]) -> pd.DataFrame:
         """One greedy meta-episode per task; per-episode returns and their sum (``final``)."""
