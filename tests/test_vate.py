@@ -182,6 +182,8 @@ def test_losses_match_step_by_step_reference(hparams):
     """PPO loss + ELBO on a fixed batch equal loops over time steps with the GRU, BCE and KL written out."""
     method = make(**hparams)
     batch = small_batch(method)
+    torch.manual_seed(4)  # old log-probabilities as if the policy had moved: ratios on both sides of the clip
+    batch["logp"] = batch["logp"] + 0.3 * torch.randn_like(batch["logp"])
     model, hp = method.model, method.hp
     with torch.no_grad():
         beliefs = reference_beliefs(model, batch["next_obs"], batch["action"], batch["reward"])
