@@ -314,14 +314,15 @@ def test_evaluate_and_belief_rollout_match_a_sequential_rerun():
     assert len({tuple(r[0]) for r in reruns}) > 1  # the tasks are told apart: not one fixed path
 
 
-def test_resume_equals_uninterrupted():
-    uninterrupted = make()
+@pytest.mark.parametrize("detach", [False, True])
+def test_resume_equals_uninterrupted(detach):
+    uninterrupted = make(detach_encoder=detach)
     for _ in range(2):
         uninterrupted.train_iteration()
-    first = make()
+    first = make(detach_encoder=detach)
     first.train_iteration()
     state, rng = first.state_dict(), rng_state()
-    resumed = make(seed=123)
+    resumed = make(seed=123, detach_encoder=detach)
     resumed.load_state_dict(state)
     set_rng_state(rng)
     resumed.train_iteration()
@@ -345,3 +346,15 @@ def test_lr_anneals_linearly_with_training_progress(anneal):
         method.progress = progress
         method.train_iteration()
         assert method.optimizer.lr == pytest.approx(expected if anneal else 1e-3)
+
+
+def test_detached_vae_has_its_own_unannealed_optimiser():
+    """Detached, the policy's rate anneals but the ELBO keeps training the encoder and decoder at
+    the full rate (varibad ppo.py), and neither optimiser steps the other's parameters."""
+    method = make(lr=1e-3, anneal_lr=True, detach_encoder=True, ppo_epochs=1, minibatches=1)
+    names = {id(p): name.split(".")[0] for name, p in method.model.named_parameters()}
+    assert {names[id(p)] for p in method.vae_optimizer.params} == {"embed", "gru", "to_belief", "decoder"}
+    assert {names[id(p)] for p in method.optimizer.params} == {"actor", "critic"}
+    method.progress = 0.75
+    method.train_iteration()
+    assert method.optimizer.lr == pytest.approx(2.5e-4) and method.vae_optimizer.lr == pytest.approx(1e-3)

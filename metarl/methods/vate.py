@@ -34,6 +34,8 @@ from metarl.optim import Adam
 
 
 LOSS_TERMS = ("policy_loss", "value_loss", "entropy", "elbo_loss")
+#: the variational auto-encoder: what the ELBO trains (VATEModel attribute names)
+VAE_MODULES = ("embed", "gru", "to_belief", "decoder")
 
 
 @dataclasses.dataclass
@@ -134,7 +136,15 @@ class VATE(Method):
         self.steps = family.horizon * self.episodes  # meta-episode length
         self.grid_size = family.size
         self.model = VATEModel(family.obs_dim, family.act_dim, self.grid_size ** 2, hparams).to(device)
-        self.optimizer = Adam(self.model.parameters(), lr=hparams.lr)
+        if hparams.detach_encoder:
+            # two optimisers as in varibad (metalearner.py, vae.py): the encoder and decoder learn from
+            # the ELBO alone, at a rate that is not annealed with the policy's (ppo.py anneals the
+            # VAE's only when the RL loss goes through the encoder)
+            vae = [p for name, p in self.model.named_parameters() if name.split(".")[0] in VAE_MODULES]
+            rl = [p for name, p in self.model.named_parameters() if name.split(".")[0] not in VAE_MODULES]
+            self.optimizer, self.vae_optimizer = Adam(rl, lr=hparams.lr), Adam(vae, lr=hparams.lr)
+        else:
+            self.optimizer, self.vae_optimizer = Adam(self.model.parameters(), lr=hparams.lr), None
         self.train_goals = self._goals(tasks[train_split])
         self.env = family.make_batched(hparams.num_envs, device)
 
@@ -214,13 +224,18 @@ class VATE(Method):
         for _ in range(hp.ppo_epochs):
             for envs in torch.randperm(hp.num_envs, device=self.device).chunk(hp.minibatches):
                 terms = self.losses({k: v[:, envs] for k, v in traj.items()}, adv[:, envs], returns[:, envs])
-                self.optimizer.zero_grad()
+                for optimizer in self._optimizers():
+                    optimizer.zero_grad()
                 terms["loss"].backward()
-                nn.utils.clip_grad_norm_(model.parameters(), hp.max_grad_norm)
-                self.optimizer.step()
+                for optimizer in self._optimizers():
+                    nn.utils.clip_grad_norm_(optimizer.params, hp.max_grad_norm)
+                    optimizer.step()
                 stats.append([terms[k].item() for k in LOSS_TERMS])
         stats = torch.tensor(stats).mean(0).tolist()
         return {"return": traj["reward"].sum(0).mean().item(), **dict(zip(LOSS_TERMS, stats, strict=True))}
+
+    def _optimizers(self):
+        return [self.optimizer] if self.vae_optimizer is None else [self.optimizer, self.vae_optimizer]
 
     def losses(self, batch: dict[str, torch.Tensor], adv, returns) -> dict[str, torch.Tensor]:
         """The loss terms and their weighted sum ``loss`` on whole meta-episodes ``batch`` (``(T, B, ...)``
@@ -271,8 +286,13 @@ class VATE(Method):
         return out
 
     def state_dict(self):
-        return {**super().state_dict(), "optimizer": self.optimizer.state_dict()}
+        state = {**super().state_dict(), "optimizer": self.optimizer.state_dict()}
+        if self.vae_optimizer is not None:
+            state["vae_optimizer"] = self.vae_optimizer.state_dict()
+        return state
 
     def load_state_dict(self, state):
         super().load_state_dict(state)
         self.optimizer.load_state_dict(state["optimizer"])
+        if self.vae_optimizer is not None:
+            self.vae_optimizer.load_state_dict(state["vae_optimizer"])
