@@ -12,7 +12,11 @@ transition (s', a, r) and its hidden state carries across the episode boundaries
 * RL² (``variational: false``): the same encoder gives a deterministic embedding of size
   ``latent_dim``; no decoder, no KL; PPO loss only.
 * ablations: ``decode_future: false`` decodes only the past τ:t; ``detach_encoder: true`` stops
-  the RL gradient at the policy's latent input (the encoder learns from the ELBO only).
+  the RL gradient at the policy's latent input (the encoder learns from the ELBO only). As in
+  varibad's detached default, PPO then acts on the beliefs stored at rollout time and the encoder
+  and decoder have their own Adam, not annealed (lmzintgraf/varibad algorithms/ppo.py, vae.py).
+* ``kl_weight`` / ``kl_to_prior: false``: varibad's KL weight and its KL to the previous
+  posterior (config/gridworld/args_grid_varibad.py); off by default (slower at quick scale).
 
 The rollout steps all ``num_envs`` meta-episodes together as tensors; the update re-encodes the
 whole meta-episodes with one fused GRU call per PPO minibatch (minibatches split by env, so each
