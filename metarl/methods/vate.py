@@ -12,7 +12,11 @@ transition (s', a, r) and its hidden state carries across the episode boundaries
 * RL² (``variational: false``): the same encoder gives a deterministic embedding of size
   ``latent_dim``; no decoder, no KL; PPO loss only.
 * ablations: ``decode_future: false`` decodes only the past τ:t; ``detach_encoder: true`` stops
-  the RL gradient at the policy's latent input (the encoder learns from the ELBO only).
+  the RL gradient at the policy's latent input (the encoder learns from the ELBO only). As in
+  varibad's detached default, PPO then acts on the beliefs stored at rollout time and the encoder
+  and decoder have their own Adam, not annealed (lmzintgraf/varibad algorithms/ppo.py, vae.py).
+* ``kl_weight`` / ``kl_to_prior: false``: varibad's KL weight and its KL to the previous
+  posterior (config/gridworld/args_grid_varibad.py); off by default (slower at quick scale).
 
 The rollout steps all ``num_envs`` meta-episodes together as tensors; the update re-encodes the
 whole meta-episodes with one fused GRU call per PPO minibatch (minibatches split by env, so each
@@ -33,6 +37,11 @@ from metarl.nets import mlp
 from metarl.optim import Adam
 
 
+LOSS_TERMS = ("policy_loss", "value_loss", "entropy", "elbo_loss")
+#: the variational auto-encoder: what the ELBO trains (VATEModel attribute names)
+VAE_MODULES = ("embed", "gru", "to_belief", "decoder")
+
+
 @dataclasses.dataclass
 class Hyperparams:
     variational: bool = True       # VATE (Gaussian posterior + decoder) vs RL² (deterministic)
@@ -40,6 +49,8 @@ class Hyperparams:
     decode_future: bool = True     # ELBO_t reconstructs the whole meta-episode, else only τ:t
     detach_encoder: bool = False   # RL loss does not reach the encoder
     elbo_coef: float = 1.0         # λ
+    kl_weight: float = 1.0         # weight of the KL terms inside the ELBO
+    kl_to_prior: bool = True       # KL(q_t ‖ N(0, I)) at every t, else KL(q_t ‖ q_{t-1}) (q_{-1} = N(0, I))
     encoder_hidden: int = 64       # GRU size
     embed_dim: int = 32            # size of the (s', a, r) embedding fed to the GRU
     policy_hidden: int = 32
@@ -74,7 +85,7 @@ class VATEModel(nn.Module):
         self.decoder = mlp(hp.latent_dim, [hp.decoder_hidden] * 2, n_cells, nn.ReLU) if hp.variational else None
 
     def _embed(self, next_obs, actions, rewards):
-        x = torch.cat([next_obs, F.one_hot(actions, self.n_actions).float(), rewards.unsqueeze(-1)], -1)
+        x = torch.cat([next_obs, F.one_hot(actions, self.n_actions).to(next_obs.dtype), rewards.unsqueeze(-1)], -1)
         return F.relu(self.embed(x))
 
     def encode(self, next_obs, actions, rewards):
@@ -90,7 +101,7 @@ class VATEModel(nn.Module):
 
     def prior(self, batch: int, device) -> torch.Tensor:
         """Belief before any transition (t = 0): the head applied to the zero hidden state."""
-        return self.to_belief(torch.zeros(batch, self.hp.encoder_hidden, device=device))
+        return self.to_belief(torch.zeros(batch, self.hp.encoder_hidden, device=device, dtype=self.to_belief.weight.dtype))
 
     def policy_input(self, obs, belief):
         return torch.cat([obs, belief.detach() if self.hp.detach_encoder else belief], -1)
@@ -114,6 +125,11 @@ def gaussian_kl_to_standard(mean, logvar):
     return 0.5 * (mean.pow(2) + logvar.exp() - 1 - logvar).sum(-1)
 
 
+def gaussian_kl(mean, logvar, prior_mean, prior_logvar):
+    """KL(N(mean, exp(logvar)) ‖ N(prior_mean, exp(prior_logvar))), summed over the last dimension."""
+    return 0.5 * (prior_logvar - logvar - 1 + (logvar.exp() + (mean - prior_mean).pow(2)) / prior_logvar.exp()).sum(-1)
+
+
 class VATE(Method):
     Hyperparams = Hyperparams
 
@@ -124,7 +140,15 @@ class VATE(Method):
         self.steps = family.horizon * self.episodes  # meta-episode length
         self.grid_size = family.size
         self.model = VATEModel(family.obs_dim, family.act_dim, self.grid_size ** 2, hparams).to(device)
-        self.optimizer = Adam(self.model.parameters(), lr=hparams.lr)
+        if hparams.detach_encoder:
+            # two optimisers as in varibad (metalearner.py, vae.py): the encoder and decoder learn from
+            # the ELBO alone, at a rate that is not annealed with the policy's (ppo.py anneals the
+            # VAE's only when the RL loss goes through the encoder)
+            vae = [p for name, p in self.model.named_parameters() if name.split(".")[0] in VAE_MODULES]
+            rl = [p for name, p in self.model.named_parameters() if name.split(".")[0] not in VAE_MODULES]
+            self.optimizer, self.vae_optimizer = Adam(rl, lr=hparams.lr), Adam(vae, lr=hparams.lr)
+        else:
+            self.optimizer, self.vae_optimizer = Adam(self.model.parameters(), lr=hparams.lr), None
         self.train_goals = self._goals(tasks[train_split])
         self.env = family.make_batched(hparams.num_envs, device)
 
@@ -175,13 +199,18 @@ class VATE(Method):
         cells = self._cell(next_obs).T  # (B, T)
         # logit of transition j's cell under belief t, laid out (T+1, B, T)
         picked = logits.gather(2, cells.expand(len(logits), -1, -1))
-        target = (rewards.T > 0).float().expand_as(picked)
+        target = (rewards.T > 0).to(picked.dtype).expand_as(picked)
         nll = F.binary_cross_entropy_with_logits(picked, target, reduction="none")
         if not self.hp.decode_future:  # belief t (after t transitions) decodes transitions j < t
             T = len(rewards)
             seen = torch.arange(T, device=self.device)[None, :] < torch.arange(T + 1, device=self.device)[:, None]
             nll = nll * seen[:, None, :]
-        return (nll.sum(2) + gaussian_kl_to_standard(mean, logvar)).mean()
+        if self.hp.kl_to_prior:
+            kl = gaussian_kl_to_standard(mean, logvar)
+        else:
+            zero = torch.zeros_like(mean[:1])
+            kl = gaussian_kl(mean, logvar, torch.cat([zero, mean[:-1]]), torch.cat([zero, logvar[:-1]]))
+        return (nll.sum(2) + self.hp.kl_weight * kl).mean()
 
     def train_iteration(self) -> dict[str, float]:
         hp, model = self.hp, self.model
@@ -198,27 +227,40 @@ class VATE(Method):
         stats = []
         for _ in range(hp.ppo_epochs):
             for envs in torch.randperm(hp.num_envs, device=self.device).chunk(hp.minibatches):
-                tr = {k: v[:, envs] for k, v in traj.items()}
-                beliefs = model.encode(tr["next_obs"], tr["action"], tr["reward"])
-                beliefs = torch.cat([model.prior(len(envs), self.device)[None], beliefs])
-                logp = model.log_policy(tr["obs"], beliefs[:-1])
-                ratio = (logp.gather(-1, tr["action"].unsqueeze(-1)).squeeze(-1) - tr["logp"]).exp()
-                a = adv[:, envs]
-                policy_loss = -torch.min(ratio * a, ratio.clamp(1 - hp.clip, 1 + hp.clip) * a).mean()
-                values = model.critic(model.policy_input(tr["obs"], beliefs[:-1])).squeeze(-1)
-                value_loss = (values - returns[:, envs]).pow(2).mean()
-                entropy = -(logp.exp() * logp).sum(-1).mean()
-                loss = policy_loss + hp.value_coef * value_loss - hp.entropy_coef * entropy
-                elbo = self.elbo_loss(beliefs, tr["next_obs"], tr["reward"]) if hp.variational else torch.zeros(())
-                loss = loss + hp.elbo_coef * elbo
-                self.optimizer.zero_grad()
-                loss.backward()
-                nn.utils.clip_grad_norm_(model.parameters(), hp.max_grad_norm)
-                self.optimizer.step()
-                stats.append([policy_loss.item(), value_loss.item(), entropy.item(), elbo.item()])
+                terms = self.losses({k: v[:, envs] for k, v in traj.items()}, adv[:, envs], returns[:, envs])
+                for optimizer in self._optimizers():
+                    optimizer.zero_grad()
+                terms["loss"].backward()
+                for optimizer in self._optimizers():
+                    nn.utils.clip_grad_norm_(optimizer.params, hp.max_grad_norm)
+                    optimizer.step()
+                stats.append([terms[k].item() for k in LOSS_TERMS])
         stats = torch.tensor(stats).mean(0).tolist()
-        return {"return": traj["reward"].sum(0).mean().item(),
-                **dict(zip(["policy_loss", "value_loss", "entropy", "elbo_loss"], stats, strict=True))}
+        return {"return": traj["reward"].sum(0).mean().item(), **dict(zip(LOSS_TERMS, stats, strict=True))}
+
+    def _optimizers(self):
+        return [self.optimizer] if self.vae_optimizer is None else [self.optimizer, self.vae_optimizer]
+
+    def losses(self, batch: dict[str, torch.Tensor], adv, returns) -> dict[str, torch.Tensor]:
+        """The loss terms and their weighted sum ``loss`` on whole meta-episodes ``batch`` (``(T, B, ...)``
+        tensors as ``rollout`` returns them), re-encoded from scratch so the encoder gets gradients."""
+        hp, model = self.hp, self.model
+        beliefs = model.encode(batch["next_obs"], batch["action"], batch["reward"])
+        beliefs = torch.cat([model.prior(beliefs.shape[1], self.device)[None], beliefs])
+        # detached: PPO sees the beliefs the actions were taken with, not ones re-encoded by an
+        # encoder the ELBO keeps changing under it (varibad algorithms/ppo.py: stored latents)
+        acted_on = batch["belief"] if hp.detach_encoder else beliefs
+        logp = model.log_policy(batch["obs"], acted_on[:-1])
+        ratio = (logp.gather(-1, batch["action"].unsqueeze(-1)).squeeze(-1) - batch["logp"]).exp()
+        terms = {"policy_loss": -torch.min(ratio * adv, ratio.clamp(1 - hp.clip, 1 + hp.clip) * adv).mean()}
+        values = model.critic(model.policy_input(batch["obs"], acted_on[:-1])).squeeze(-1)
+        terms["value_loss"] = (values - returns).pow(2).mean()
+        terms["entropy"] = -(logp.exp() * logp).sum(-1).mean()
+        rl_loss = terms["policy_loss"] + hp.value_coef * terms["value_loss"] - hp.entropy_coef * terms["entropy"]
+        terms["elbo_loss"] = (self.elbo_loss(beliefs, batch["next_obs"], batch["reward"]) if hp.variational
+                              else torch.zeros((), device=self.device))
+        terms["loss"] = rl_loss + hp.elbo_coef * terms["elbo_loss"]
+        return terms
 
     def evaluate(self, tasks: list[Task]) -> pd.DataFrame:
         """One greedy meta-episode per task; per-episode returns and their sum (``final``)."""
@@ -248,8 +290,13 @@ class VATE(Method):
         return out
 
     def state_dict(self):
-        return {**super().state_dict(), "optimizer": self.optimizer.state_dict()}
+        state = {**super().state_dict(), "optimizer": self.optimizer.state_dict()}
+        if self.vae_optimizer is not None:
+            state["vae_optimizer"] = self.vae_optimizer.state_dict()
+        return state
 
     def load_state_dict(self, state):
         super().load_state_dict(state)
         self.optimizer.load_state_dict(state["optimizer"])
+        if self.vae_optimizer is not None:
+            self.vae_optimizer.load_state_dict(state["vae_optimizer"])
