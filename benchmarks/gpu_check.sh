@@ -154,6 +154,11 @@ config["scale"] = "paper"
 print(dag_projection(config, measured) if measured else "no slice finished: nothing to project")
 EOF
 
+# compile: on (inductor; CUDA graphs on CUDA), last: a cold first compile
+# takes minutes on some machines and must not cost the numbers above
+step bench_pearl_compiled 150 "$PY" -m metarl bench pearl --family cheetah_vel --scale $BENCH_SCALES \
+  --device "$DEVICE" --mode compiled --threads 1 --grad-steps "$GRAD_STEPS" --out "$WORK/bench_pearl_compiled.md"
+
 # ---------------------------------------------------------------------------------- the report
 section() {  # section TITLE FILE [LOG]: the file's Markdown, else the end of the log
   echo; echo "## $1"; echo
@@ -178,6 +183,7 @@ section() {  # section TITLE FILE [LOG]: the file's Markdown, else the end of th
   echo; echo '```'; tail -n 15 "$WORK/tests.log" 2>/dev/null; echo '```'
   section "Determinism of metarl train on the device" "$WORK/determinism.log"
   section "metarl bench pearl" "$WORK/bench_pearl.md" "$WORK/bench_pearl.log"
+  section "metarl bench pearl, compiled" "$WORK/bench_pearl_compiled.md" "$WORK/bench_pearl_compiled.log"
   section "metarl bench vate" "$WORK/bench_vate.md" "$WORK/bench_vate.log"
   section "metarl bench tesp" "$WORK/bench_tesp.md" "$WORK/bench_tesp.log"
   echo; echo "## Training slices at scale $SCALE through metarl.training.train, per phase"

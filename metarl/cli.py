@@ -179,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_claims)
 
     # these two hand their remaining arguments to the module's own parser
-    p = sub.add_parser("bench", help="throughput benchmarks, the per-phase profile of a training slice, or "
+    p = sub.add_parser("bench", add_help=False, help="throughput benchmarks, the per-phase profile of a training slice, or "
                        "`dag`: the cost of a pipeline run from its benchmark files (`metarl bench WHAT --help`)")
     p.add_argument("what", choices=["envs", "pearl", "tesp", "vate", "profile", "dag"])
     p.set_defaults(func=_bench, passthrough_ok=True)

@@ -38,3 +38,12 @@ def copy_workflow(dest: Path, config: dict) -> Path:
     shutil.copytree(REPO / "profiles", dest / "profiles", symlinks=True)
     (dest / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     return dest
+
+
+@pytest.fixture
+def float64():
+    """Reference tests compare in double precision: torch's default dtype is float64 inside."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)

@@ -135,17 +135,22 @@ def test_resume_checkpoint_of_every_method_loads_weights_only(tmp_path, repo_con
 
 # ------------------------------------------------------------------------ NaN / Inf
 
-def test_nan_loss_stops_training_naming_loss_iteration_and_run(tmp_path, job, monkeypatch):
-    spec, taskset = job
+def corrupt_iteration(monkeypatch, iteration: int, corrupt) -> None:
+    """Let PEARL train normally, but call ``corrupt(method, metrics)`` after the given iteration."""
     original, calls = PEARL.train_iteration, []
 
     def train_iteration(self):
         metrics = original(self)
         calls.append(1)
-        if len(calls) == 4:
-            metrics["q_loss"] = float("nan")
+        if len(calls) == iteration:
+            corrupt(self, metrics)
         return metrics
     monkeypatch.setattr(PEARL, "train_iteration", train_iteration)
+
+
+def test_nan_loss_stops_training_naming_loss_iteration_and_run(tmp_path, job, monkeypatch):
+    spec, taskset = job
+    corrupt_iteration(monkeypatch, 4, lambda method, metrics: metrics.update(q_loss=float("nan")))
     with pytest.raises(RuntimeError) as error:
         run(spec, taskset, tmp_path, "nan")
     message = str(error.value)
@@ -157,16 +162,11 @@ def test_nan_loss_stops_training_naming_loss_iteration_and_run(tmp_path, job, mo
 
 def test_poisoned_parameter_stops_training(tmp_path, job, monkeypatch):
     spec, taskset = job
-    original, calls = PEARL.train_iteration, []
 
-    def train_iteration(self):
-        metrics = original(self)
-        calls.append(1)
-        if len(calls) == 2:
-            with torch.no_grad():
-                next(self.model.v.parameters()).view(-1)[0] = float("inf")
-        return metrics
-    monkeypatch.setattr(PEARL, "train_iteration", train_iteration)
+    def poison(method, metrics):
+        with torch.no_grad():
+            next(method.model.v.parameters()).view(-1)[0] = float("inf")
+    corrupt_iteration(monkeypatch, 2, poison)
     with pytest.raises(RuntimeError, match=r"parameter 'v\..*' holds NaN/Inf at iteration 2"):
         run(spec, taskset, tmp_path, "inf")
     assert torch.load(tmp_path / "inf.resume.pt", weights_only=True)["iteration"] == 1
@@ -174,13 +174,20 @@ def test_poisoned_parameter_stops_training(tmp_path, job, monkeypatch):
 
 # ------------------------------------------------------------------------ corrupt checkpoints
 
-def test_truncated_checkpoint_falls_back_to_the_previous_one(tmp_path, job, monkeypatch):
+def reference_and_crashed_runs(tmp_path, job, monkeypatch):
+    """An uninterrupted run ("reference") and one that crashed at iteration 5 ("crashed"),
+    leaving its resume checkpoint and the previous one behind."""
     spec, taskset = job
     run(spec, taskset, tmp_path, "reference")
     with monkeypatch.context() as patch:
         crash_at(patch, 5)
         with pytest.raises(SimulatedCrash):
             run(spec, taskset, tmp_path, "crashed")
+    return spec, taskset
+
+
+def test_truncated_checkpoint_falls_back_to_the_previous_one(tmp_path, job, monkeypatch):
+    spec, taskset = reference_and_crashed_runs(tmp_path, job, monkeypatch)
     latest = tmp_path / "crashed.resume.pt"
     assert torch.load(tmp_path / "crashed.resume.pt.prev", weights_only=True)["iteration"] == 3
     latest.write_bytes(latest.read_bytes()[: latest.stat().st_size // 2])
@@ -193,12 +200,7 @@ def test_truncated_checkpoint_falls_back_to_the_previous_one(tmp_path, job, monk
 
 
 def test_corrupt_checkpoints_without_fallback_restart_from_scratch(tmp_path, job, monkeypatch):
-    spec, taskset = job
-    run(spec, taskset, tmp_path, "reference")
-    with monkeypatch.context() as patch:
-        crash_at(patch, 5)
-        with pytest.raises(SimulatedCrash):
-            run(spec, taskset, tmp_path, "crashed")
+    spec, taskset = reference_and_crashed_runs(tmp_path, job, monkeypatch)
     latest, previous = tmp_path / "crashed.resume.pt", tmp_path / "crashed.resume.pt.prev"
     latest.write_bytes(b"")
     data = bytearray(previous.read_bytes())  # one flipped bit inside a tensor: only a checksum sees it

@@ -26,14 +26,6 @@ LATENT = 5
 STEPS = 3
 
 
-@pytest.fixture
-def float64():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
-
-
 def linear_layers(sequential):
     return [(m.weight, m.bias) for m in sequential if isinstance(m, torch.nn.Linear)]
 

@@ -154,14 +154,6 @@ def test_episode_buffer_keeps_exactly_the_best_m():
 # ---------------------------------------------------------------------------------------------
 # A plain per-task reference of TESP: one task, one episode, one time step at a time.
 # ---------------------------------------------------------------------------------------------
-@pytest.fixture
-def float64():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
-
-
 def randomise_alphas(method: TESP, low=0.01, high=0.1) -> None:
     """Distinct rates per parameter entry, so that a mixed-up alpha shows."""
     with torch.no_grad():
