@@ -1,15 +1,6 @@
 # Aggregation (data) is separate from tables and plotting (presentation), so that editing the
 # plot style reruns only the plotting rules.
 
-# experiment -> the evaluation column its tables and figures show and its name, where that is not
-# the return (an experiment's rule file adds its entry)
-METRICS = {}
-
-
-def metric_args(experiment):
-    metric = METRICS.get(experiment)
-    return f"--metric {metric['column']} --metric-label {shlex.quote(metric['label'])}" if metric else ""
-
 
 rule aggregate:
     localrule: True

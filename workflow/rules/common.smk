@@ -62,3 +62,22 @@ def all_outputs():
     if config.get("claims"):
         outputs += ["results/claims.html", "results/claims.md"]
     return outputs
+
+
+# experiment -> the evaluation column its tables and figures show and its name, where that is not
+# the return (an experiment's rule file adds its entry)
+METRICS = {}
+
+
+def metric_args(experiment):
+    metric = METRICS.get(experiment)
+    return f"--metric {metric['column']} --metric-label {shlex.quote(metric['label'])}" if metric else ""
+
+
+def refuse_disabled(experiment):
+    """Input function of a disabled experiment's target: asking for it is an error that says why."""
+
+    def refuse(wildcards):
+        raise ValueError(f"experiment {experiment} is disabled (enabled: false in config.yaml)")
+
+    return refuse

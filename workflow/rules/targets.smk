@@ -4,13 +4,6 @@
 # experiment's extra figures are known.
 
 
-def _disabled(experiment):
-    def refuse(wildcards):
-        raise ValueError(f"experiment {experiment} is disabled (enabled: false in config.yaml)")
-
-    return refuse
-
-
 for _experiment in config["experiments"]:
 
     rule:
@@ -18,7 +11,7 @@ for _experiment in config["experiments"]:
             _experiment
         localrule: True
         input:
-            experiment_outputs(_experiment) if _experiment in EXPERIMENTS else _disabled(_experiment),
+            experiment_outputs(_experiment) if _experiment in EXPERIMENTS else refuse_disabled(_experiment),
 
 
 rule report:
