@@ -26,6 +26,12 @@ def _evaluate(args) -> None:
     evaluate(args.model, args.taskset, args.splits, args.out)
 
 
+def _video(args) -> None:
+    from metarl.videos import write_video
+
+    write_video(args.model, args.taskset, args.out, args.strip, args.split, args.tasks, args.size, args.stride)
+
+
 def _aggregate(args) -> None:
     from metarl.analysis.aggregate import concat_csvs
     from metarl.utils.io import save_csv
@@ -130,6 +136,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--splits", nargs="+", required=True)
     p.add_argument("--out", required=True)
     p.set_defaults(func=_evaluate)
+
+    p = sub.add_parser("video", help="MP4 of a trained model's first and last evaluation trajectory on its first "
+                       "test tasks (MuJoCo families), plus a PNG strip")
+    p.add_argument("--model", required=True)
+    p.add_argument("--taskset", required=True)
+    p.add_argument("--split", default="test")
+    p.add_argument("--tasks", type=int, default=2, help="how many of the split's first tasks")
+    p.add_argument("--size", type=int, default=256, help="frame width and height in pixels")
+    p.add_argument("--stride", type=int, default=1, help="render every STRIDE-th state (the video stays real time)")
+    p.add_argument("--out", required=True, help="the MP4")
+    p.add_argument("--strip", required=True, help="the PNG strip")
+    p.set_defaults(func=_video)
 
     p = sub.add_parser("aggregate", help="concatenate per-run curves and evaluations")
     p.add_argument("--curves", nargs="+", required=True)

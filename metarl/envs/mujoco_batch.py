@@ -27,6 +27,7 @@ import functools
 import warnings
 from abc import abstractmethod
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -231,13 +232,28 @@ class MujocoEnv(gym.Env):
             self._renderer = None
 
 
+@dataclass
+class StateRecording:
+    """The simulation states of one episode of a batched env (from a reset to the next):
+    ``qpos``/``qvel`` ``(B, nq)``/``(B, nv)`` after the reset and after each step, and which
+    simulations were ``done`` ``(B,)`` after each step (frozen ones repeat their last state)."""
+
+    tasks: list[Task]
+    qpos: list[np.ndarray] = field(default_factory=list)
+    qvel: list[np.ndarray] = field(default_factory=list)
+    done: list[np.ndarray] = field(default_factory=list)
+
+
 class MujocoBatchedEnv(BatchedEnv):
     """B simulations of one family on a :class:`mujoco.batch.Batch`; obs/rewards float32.
 
-    ``num_threads`` threads step the simulations (1: the calling thread only).
+    ``num_threads`` threads step the simulations (1: the calling thread only). Setting
+    ``recording`` to a list makes every reset append a :class:`StateRecording` that the steps
+    fill (for videos, metarl/videos.py); ``None``, the default, records nothing.
     """
 
     discrete = False
+    recording: list[StateRecording] | None = None
 
     def __init__(self, family: MujocoFamily, num_envs: int, device: torch.device | str = "cpu", num_threads: int = 1):
         self.family = family
@@ -284,6 +300,8 @@ class MujocoBatchedEnv(BatchedEnv):
         self._position = self.family.position(self._fields).copy()
         self._done[:] = self._terminated[:] = self._truncated[:] = False
         self._steps = 0
+        if self.recording is not None:
+            self.recording.append(StateRecording(list(self.tasks), [qpos.copy()], [qvel.copy()]))
         return self._to_tensor(self.family.observe(self._fields))
 
     def step(self, actions: torch.Tensor):
@@ -307,6 +325,11 @@ class MujocoBatchedEnv(BatchedEnv):
         if self._steps >= self.horizon:
             self._truncated |= active
         self._done = self._terminated | self._truncated
+        if self.recording is not None:
+            record = self.recording[-1]
+            record.qpos.append(self._fields["qpos"].copy())
+            record.qvel.append(self._fields["qvel"].copy())
+            record.done.append(self._done.copy())
         if not all_active:
             reward = np.where(active, reward, 0.0)
         obs = self.family.observe(self._fields)
