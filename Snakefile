@@ -3,6 +3,7 @@
 #   snakemake --cores N --config scale=smoke                the whole DAG in minutes
 #   snakemake --workflow-profile workflow/profiles/slurm    the same DAG on a SLURM cluster
 #   snakemake --cores N E1                                  one experiment only (E1 … E4; its jobs only)
+#   snakemake --cores N --config videos=True                also rollout videos of E2, E3 (MP4 + report strips)
 #   snakemake --cores N claims                              the papers' claims, checked (results/claims.md)
 #   snakemake --cores N report                              everything the report shows, then:
 #   snakemake --report report.html                          every figure and table in one page
@@ -28,6 +29,7 @@ include: "workflow/rules/analysis.smk"
 include: "workflow/rules/e1.smk"
 include: "workflow/rules/e2.smk"
 include: "workflow/rules/e4.smk"
+include: "workflow/rules/videos.smk"
 include: "workflow/rules/claims.smk"
 include: "workflow/rules/targets.smk"
 
