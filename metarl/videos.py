@@ -100,7 +100,7 @@ def render(family_name: str, traj: Trajectory, size: int, label: str, stride: in
         for qpos, qvel in zip(traj.qpos[::stride], traj.qvel[::stride]):
             env.set_state(qpos, qvel)
             image = Image.fromarray(np.ascontiguousarray(env.render()))
-            ImageDraw.Draw(image).text((4, 4), label, fill=(255, 255, 255))
+            ImageDraw.Draw(image).text((4, 4), label, fill=(255, 255, 255), stroke_width=1, stroke_fill=(0, 0, 0))
             frames.append(np.asarray(image))
     finally:
         env.close()
