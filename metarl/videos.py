@@ -14,21 +14,21 @@ import os
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
-from dataclasses import dataclass  # noqa: E402
+from dataclasses import dataclass
 
-import mujoco  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from PIL import Image, ImageDraw  # noqa: E402
+import mujoco
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
 
-from metarl.envs import get_family  # noqa: E402
-from metarl.envs.base import Task  # noqa: E402
-from metarl.envs.mujoco_batch import MujocoFamily, StateRecording  # noqa: E402
-from metarl.tasksets import read_taskset  # noqa: E402
-from metarl.training import build_method  # noqa: E402
-from metarl.utils.checkpoints import load_model_file  # noqa: E402
-from metarl.utils.io import atomic_path  # noqa: E402
-from metarl.utils.runtime import resolve_device, seed_everything  # noqa: E402
+from metarl.envs import get_family
+from metarl.envs.base import Task
+from metarl.envs.mujoco_batch import MujocoFamily, StateRecording
+from metarl.tasksets import read_taskset
+from metarl.training import build_method
+from metarl.utils.checkpoints import load_model_file
+from metarl.utils.io import atomic_path
+from metarl.utils.runtime import resolve_device, seed_everything
 
 
 @dataclass

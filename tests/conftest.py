@@ -3,6 +3,10 @@ import os
 import shutil
 from pathlib import Path
 
+# MuJoCo picks its OpenGL backend when first imported, whichever test imports it first: headless
+# offscreen rendering (tests/test_videos.py) needs EGL (Mesa's software EGL without a GPU)
+os.environ.setdefault("MUJOCO_GL", "egl")
+
 import pytest
 import torch
 import yaml
