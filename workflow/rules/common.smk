@@ -74,6 +74,12 @@ def metric_args(experiment):
     return f"--metric {metric['column']} --metric-label {shlex.quote(metric['label'])}" if metric else ""
 
 
+def video_split(experiment):
+    """Rollout videos (videos.smk): the experiment's first evaluation split of tasks not trained on."""
+    exp = config["experiments"][experiment]
+    return next(split for split in exp["eval_splits"] if split != exp["train_split"])
+
+
 def refuse_disabled(experiment):
     """Input function of a disabled experiment's target: asking for it is an error that says why."""
 

@@ -7,13 +7,6 @@ VIDEO_EXPERIMENTS = ("E2", "E3")
 VIDEO_TASKS = 2  # the split's first tasks
 VIDEO_SIZE = 256  # pixels, square
 
-
-def video_split(experiment):
-    """The experiment's first evaluation split of tasks not trained on."""
-    exp = config["experiments"][experiment]
-    return next(split for split in exp["eval_splits"] if split != exp["train_split"])
-
-
 if config.get("videos", False):  # the schema default
     for _experiment in VIDEO_EXPERIMENTS:
         if _experiment in EXPERIMENTS:
