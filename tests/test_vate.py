@@ -1,3 +1,6 @@
+import copy
+import io
+
 import numpy as np
 import pytest
 import torch
@@ -11,6 +14,10 @@ from metarl.utils.runtime import rng_state, seed_everything, set_rng_state
 torch.set_num_threads(1)  # the tests run beside other jobs on few cores
 FAMILY = get_family("gridworld")
 TASKS = FAMILY.sample_splits(np.random.default_rng(0))
+
+
+#: detached VATE with varibad's VAE buffer (small: 2 iterations of 16 meta-episodes overflow it)
+BUFFERED = {"detach_encoder": True, "vae_buffer_size": 24, "vae_updates": 2, "vae_batch": 10}
 
 
 def make(seed=0, **hparams):
@@ -91,6 +98,12 @@ def reference_losses(method, batch, adv, returns, eps):
     terms = {"policy_loss": policy / (T * B), "value_loss": value / (T * B), "entropy": entropy / (T * B)}
     if not hp.variational:
         return terms
+    return {**terms, "elbo_loss": reference_elbo(model, hp, batch, beliefs, eps)}
+
+
+def reference_elbo(model, hp, batch, beliefs, eps):
+    """mean_t −ELBO_t by loops over time steps; ``eps`` are the latent noise draws (T+1, B, L)."""
+    T, B = batch["action"].shape
     L = hp.latent_dim
     xy = (batch["next_obs"][..., :2] * 4).round().long()
     cells, hits = xy[..., 0] * 5 + xy[..., 1], (batch["reward"] > 0).to(beliefs.dtype)
@@ -107,7 +120,7 @@ def reference_losses(method, batch, adv, returns, eps):
             prior_mean, prior_logvar = beliefs[t - 1, :, :L], beliefs[t - 1, :, L:]
         kl = 0.5 * (prior_logvar - logvar - 1 + (logvar.exp() + (mean - prior_mean) ** 2) / prior_logvar.exp())
         elbo = elbo + hp.kl_weight * kl.sum()
-    return {**terms, "elbo_loss": elbo / ((T + 1) * B)}
+    return elbo / ((T + 1) * B)
 
 
 def small_batch(method, num_envs=4, seed=3):
@@ -314,16 +327,18 @@ def test_evaluate_and_belief_rollout_match_a_sequential_rerun():
     assert len({tuple(r[0]) for r in reruns}) > 1  # the tasks are told apart: not one fixed path
 
 
-@pytest.mark.parametrize("detach", [False, True])
-def test_resume_equals_uninterrupted(detach):
-    uninterrupted = make(detach_encoder=detach)
+@pytest.mark.parametrize("hparams", [{}, {"detach_encoder": True}, BUFFERED])
+def test_resume_equals_uninterrupted(hparams):
+    uninterrupted = make(**hparams)
     for _ in range(2):
         uninterrupted.train_iteration()
-    first = make(detach_encoder=detach)
+    first = make(**hparams)
     first.train_iteration()
-    state, rng = first.state_dict(), rng_state()
-    resumed = make(seed=123, detach_encoder=detach)
-    resumed.load_state_dict(state)
+    saved, rng = io.BytesIO(), rng_state()
+    torch.save(first.state_dict(), saved)
+    saved.seek(0)
+    resumed = make(seed=123, **hparams)
+    resumed.load_state_dict(torch.load(saved, weights_only=True))
     set_rng_state(rng)
     resumed.train_iteration()
     for a, b in zip(uninterrupted.model.parameters(), resumed.model.parameters(), strict=True):
@@ -358,3 +373,58 @@ def test_detached_vae_has_its_own_unannealed_optimiser():
     method.progress = 0.75
     method.train_iteration()
     assert method.optimizer.lr == pytest.approx(2.5e-4) and method.vae_optimizer.lr == pytest.approx(1e-3)
+
+
+def test_vae_buffer_holds_the_last_meta_episodes():
+    """First in, first out: after 2 iterations of 16 meta-episodes a 24-slot buffer holds the 8
+    newest of the first iteration beside all 16 of the second."""
+    method, rollouts = make(**BUFFERED), []
+    rollout = method.rollout
+    method.rollout = lambda env: rollouts.append(rollout(env)) or rollouts[-1]
+    for _ in range(2):
+        method.train_iteration()
+    for key in ("next_obs", "action", "reward"):
+        every = torch.cat([r[key] for r in rollouts], 1)  # meta-episodes 0..31 in arrival order
+        for slot in range(24):
+            newest = max(g for g in range(32) if g % 24 == slot)
+            assert torch.equal(method.vae_buffer[key][:, slot], every[:, newest])
+
+
+def test_vae_updates_are_adam_steps_on_buffered_batches():
+    """With a buffer, the PPO minibatches leave the encoder and decoder alone; after the policy
+    update they take ``vae_updates`` Adam steps (torch.optim.Adam, clipped gradients) on the
+    step-by-step ELBO of ``vae_batch`` distinct buffered meta-episodes, past iterations' included."""
+    method = make(**BUFFERED)
+    method.train_iteration()
+    hp, vae = method.hp, method.vae_optimizer
+    reference = copy.deepcopy(method.model)
+    index = {id(p): i for i, p in enumerate(method.model.parameters())}
+    params = [list(reference.parameters())[index[id(p)]] for p in vae.params]
+    adam = torch.optim.Adam(params, lr=hp.lr)
+    for p, m, v, step in zip(params, vae.exp_avg, vae.exp_avg_sq, vae.steps, strict=True):
+        adam.state[p] = {"step": step.clone(), "exp_avg": m.clone(), "exp_avg_sq": v.clone()}
+    before = [p.detach().clone() for p in vae.params]
+    drawn = []  # the random state when the VAE steps begin, and the buffer they draw from
+    vae_step = method._vae_step
+    method._vae_step = lambda: (drawn.append((rng_state(), copy.deepcopy(method.vae_buffer))) if not drawn
+                                else None) or vae_step()
+    method.train_iteration()
+
+    rng, buffer = drawn[0]
+    set_rng_state(rng)
+    past = []
+    for _ in range(hp.vae_updates):
+        picked = torch.randperm(24)[:hp.vae_batch]
+        past += [slot for slot in picked.tolist() if 8 <= slot < 16]
+        batch = {k: v[:, picked] for k, v in buffer.items()}
+        eps = torch.randn(46, hp.vae_batch, hp.latent_dim)
+        beliefs = reference_beliefs(reference, batch["next_obs"], batch["action"], batch["reward"])
+        loss = reference_elbo(reference, hp, batch, beliefs, eps)
+        adam.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, hp.max_grad_norm)
+        adam.step()
+    for p, expected in zip(vae.params, params, strict=True):
+        assert torch.allclose(p, expected, atol=1e-5)
+    assert not any(torch.equal(p, q) for p, q in zip(vae.params, before, strict=True))  # it did learn
+    assert past  # slots 8..15 hold the first iteration's meta-episodes

@@ -17,6 +17,12 @@ transition (s', a, r) and its hidden state carries across the episode boundaries
   and decoder have their own Adam, not annealed (lmzintgraf/varibad algorithms/ppo.py, vae.py).
 * ``kl_weight`` / ``kl_to_prior: false``: varibad's KL weight and its KL to the previous
   posterior (config/gridworld/args_grid_varibad.py); off by default (slower at quick scale).
+* ``vae_buffer_size > 0`` (detached only): varibad's VAE training regime. Every meta-episode goes
+  into a first-in-first-out buffer of the last ``vae_buffer_size`` ones; after the PPO update the
+  encoder and decoder take ``vae_updates`` ELBO steps, each on ``vae_batch`` distinct meta-episodes
+  drawn from it (varibad ``size_vae_buffer``, ``num_vae_updates``, ``vae_batch_num_trajs``;
+  metalearner.py, vae.py, utils/storage_vae.py). varibad's ``vae_buffer_add_thresh`` (1 on the
+  gridworld: keep every meta-episode) and ELBO subsampling (off there) are not reproduced.
 
 The rollout steps all ``num_envs`` meta-episodes together as tensors; the update re-encodes the
 whole meta-episodes with one fused GRU call per PPO minibatch (minibatches split by env, so each
@@ -51,6 +57,9 @@ class Hyperparams:
     elbo_coef: float = 1.0         # λ
     kl_weight: float = 1.0         # weight of the KL terms inside the ELBO
     kl_to_prior: bool = True       # KL(q_t ‖ N(0, I)) at every t, else KL(q_t ‖ q_{t-1}) (q_{-1} = N(0, I))
+    vae_buffer_size: int = 0       # meta-episodes kept for the ELBO (detached only); 0: ELBO in the PPO minibatches
+    vae_updates: int = 3           # ELBO steps per iteration on the buffer (varibad num_vae_updates)
+    vae_batch: int = 25            # meta-episodes per ELBO step (varibad vae_batch_num_trajs)
     encoder_hidden: int = 64       # GRU size
     embed_dim: int = 32            # size of the (s', a, r) embedding fed to the GRU
     policy_hidden: int = 32
@@ -136,6 +145,11 @@ class VATE(Method):
     def __init__(self, family: TaskFamily, tasks: dict[str, list[Task]], hparams: Hyperparams,
                  train_split: str, device: torch.device):
         super().__init__(family, tasks, hparams, train_split, device)
+        if hparams.vae_buffer_size and not (hparams.detach_encoder and hparams.variational):
+            raise ValueError("vae_buffer_size > 0 needs detach_encoder: true and variational: true "
+                             f"(got detach_encoder={hparams.detach_encoder}, variational={hparams.variational})")
+        if hparams.vae_buffer_size and not 0 < hparams.vae_batch <= hparams.vae_buffer_size:
+            raise ValueError(f"vae_batch must be in 1..vae_buffer_size={hparams.vae_buffer_size}, got {hparams.vae_batch}")
         self.episodes = family.episodes
         self.steps = family.horizon * self.episodes  # meta-episode length
         self.grid_size = family.size
@@ -151,6 +165,15 @@ class VATE(Method):
             self.optimizer, self.vae_optimizer = Adam(self.model.parameters(), lr=hparams.lr), None
         self.train_goals = self._goals(tasks[train_split])
         self.env = family.make_batched(hparams.num_envs, device)
+        # the VAE buffer: the transitions the ELBO needs, (T, N, ...) with N = vae_buffer_size slots
+        # filled first-in-first-out; ``vae_buffer_filled`` counts meta-episodes ever added
+        self.vae_buffer = {}
+        if hparams.vae_buffer_size:
+            N, T = hparams.vae_buffer_size, self.steps
+            self.vae_buffer = {"next_obs": torch.zeros(T, N, family.obs_dim, device=device),
+                               "action": torch.zeros(T, N, dtype=torch.long, device=device),
+                               "reward": torch.zeros(T, N, device=device)}
+            self.vae_buffer_filled = torch.zeros((), dtype=torch.long)
 
     def _goals(self, tasks: list[Task]) -> torch.Tensor:
         return torch.tensor([t["goal"] for t in tasks], dtype=torch.long, device=self.device)
@@ -224,6 +247,8 @@ class VATE(Method):
         adv, returns = self._advantages(traj["reward"], values)
         adv = (adv - adv.mean()) / (adv.std() + 1e-8)
 
+        if self.vae_buffer:
+            self._add_to_vae_buffer(traj)
         stats = []
         for _ in range(hp.ppo_epochs):
             for envs in torch.randperm(hp.num_envs, device=self.device).chunk(hp.minibatches):
@@ -236,17 +261,45 @@ class VATE(Method):
                     optimizer.step()
                 stats.append([terms[k].item() for k in LOSS_TERMS])
         stats = torch.tensor(stats).mean(0).tolist()
+        if self.vae_buffer:  # varibad metalearner.py: the VAE steps after the policy update
+            stats[LOSS_TERMS.index("elbo_loss")] = sum(self._vae_step() for _ in range(hp.vae_updates)) / hp.vae_updates
         return {"return": traj["reward"].sum(0).mean().item(), **dict(zip(LOSS_TERMS, stats, strict=True))}
 
     def _optimizers(self):
-        return [self.optimizer] if self.vae_optimizer is None else [self.optimizer, self.vae_optimizer]
+        """The optimisers the PPO minibatches step (with a VAE buffer the VAE steps on its own)."""
+        return [self.optimizer] if self.vae_optimizer is None or self.vae_buffer else [self.optimizer, self.vae_optimizer]
+
+    def _add_to_vae_buffer(self, traj):
+        N, n = self.hp.vae_buffer_size, traj["reward"].shape[1]
+        slots = ((self.vae_buffer_filled + torch.arange(n)) % N).to(self.device)
+        for k, v in self.vae_buffer.items():
+            v[:, slots] = traj[k]
+        self.vae_buffer_filled += n
+
+    def _vae_step(self) -> float:
+        """One ELBO step of encoder + decoder on ``vae_batch`` distinct buffered meta-episodes."""
+        hp, model = self.hp, self.model
+        held = min(int(self.vae_buffer_filled), hp.vae_buffer_size)
+        picked = torch.randperm(held)[:hp.vae_batch].to(self.device)
+        batch = {k: v[:, picked] for k, v in self.vae_buffer.items()}
+        beliefs = model.encode(batch["next_obs"], batch["action"], batch["reward"])
+        beliefs = torch.cat([model.prior(beliefs.shape[1], self.device)[None], beliefs])
+        loss = self.elbo_loss(beliefs, batch["next_obs"], batch["reward"])
+        self.vae_optimizer.zero_grad()
+        loss.backward()
+        nn.utils.clip_grad_norm_(self.vae_optimizer.params, hp.max_grad_norm)
+        self.vae_optimizer.step()
+        return loss.item()
 
     def losses(self, batch: dict[str, torch.Tensor], adv, returns) -> dict[str, torch.Tensor]:
         """The loss terms and their weighted sum ``loss`` on whole meta-episodes ``batch`` (``(T, B, ...)``
         tensors as ``rollout`` returns them), re-encoded from scratch so the encoder gets gradients."""
         hp, model = self.hp, self.model
-        beliefs = model.encode(batch["next_obs"], batch["action"], batch["reward"])
-        beliefs = torch.cat([model.prior(beliefs.shape[1], self.device)[None], beliefs])
+        if hp.detach_encoder and self.vae_buffer:  # nothing here needs the re-encoded beliefs
+            beliefs = batch["belief"]
+        else:
+            beliefs = model.encode(batch["next_obs"], batch["action"], batch["reward"])
+            beliefs = torch.cat([model.prior(beliefs.shape[1], self.device)[None], beliefs])
         # detached: PPO sees the beliefs the actions were taken with, not ones re-encoded by an
         # encoder the ELBO keeps changing under it (varibad algorithms/ppo.py: stored latents)
         acted_on = batch["belief"] if hp.detach_encoder else beliefs
@@ -257,8 +310,8 @@ class VATE(Method):
         terms["value_loss"] = (values - returns).pow(2).mean()
         terms["entropy"] = -(logp.exp() * logp).sum(-1).mean()
         rl_loss = terms["policy_loss"] + hp.value_coef * terms["value_loss"] - hp.entropy_coef * terms["entropy"]
-        terms["elbo_loss"] = (self.elbo_loss(beliefs, batch["next_obs"], batch["reward"]) if hp.variational
-                              else torch.zeros((), device=self.device))
+        terms["elbo_loss"] = (self.elbo_loss(beliefs, batch["next_obs"], batch["reward"])
+                              if hp.variational and not self.vae_buffer else torch.zeros((), device=self.device))
         terms["loss"] = rl_loss + hp.elbo_coef * terms["elbo_loss"]
         return terms
 
@@ -293,6 +346,8 @@ class VATE(Method):
         state = {**super().state_dict(), "optimizer": self.optimizer.state_dict()}
         if self.vae_optimizer is not None:
             state["vae_optimizer"] = self.vae_optimizer.state_dict()
+        if self.vae_buffer:
+            state["vae_buffer"] = {**self.vae_buffer, "filled": self.vae_buffer_filled}
         return state
 
     def load_state_dict(self, state):
@@ -300,3 +355,7 @@ class VATE(Method):
         self.optimizer.load_state_dict(state["optimizer"])
         if self.vae_optimizer is not None:
             self.vae_optimizer.load_state_dict(state["vae_optimizer"])
+        if self.vae_buffer:
+            for k, v in self.vae_buffer.items():
+                v.copy_(state["vae_buffer"][k])
+            self.vae_buffer_filled = state["vae_buffer"]["filled"].clone()
