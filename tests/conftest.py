@@ -11,6 +11,9 @@ import pytest
 import torch
 import yaml
 
+from metarl import config as metarl_config
+from metarl.tasksets import write_taskset
+
 REPO = Path(__file__).resolve().parent.parent
 
 # Tiny networks gain nothing from intra-op threads, and on a loaded 2-core runner the extra
@@ -33,6 +36,16 @@ def repo_config() -> dict:
 @pytest.fixture
 def config(repo_config) -> dict:
     return copy.deepcopy(repo_config)
+
+
+def smoke_job(repo_config: dict, directory: Path, experiment: str, family: str, method: str) -> tuple[dict, Path]:
+    """The run spec of seed 0 at smoke scale and a task-set file for it (task seed 3) in ``directory``."""
+    config = copy.deepcopy(repo_config)
+    config["scale"] = "smoke"
+    spec = metarl_config.run_spec(config, experiment, family, method, 0)
+    taskset = Path(directory) / f"{family}.json"
+    write_taskset(family, 3, taskset)
+    return spec, taskset
 
 
 def copy_workflow(dest: Path, config: dict) -> Path:

@@ -1,6 +1,5 @@
 """`metarl bench pearl|tesp|vate`: each writes its Markdown table, with a mode column."""
 import pytest
-import torch
 
 from metarl.bench_pearl import pearl_for
 from metarl.cli import main as cli_main

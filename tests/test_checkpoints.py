@@ -2,7 +2,6 @@
 runs no code; a NaN stops training and keeps the last good checkpoint; a corrupt resume
 checkpoint falls back to the previous one (or to scratch); a failed write keeps the old file."""
 import errno
-import json
 import os
 import pickle
 import shlex
@@ -12,12 +11,11 @@ import sys
 import pandas as pd
 import pytest
 import torch
+from conftest import smoke_job
 
-from metarl import config as metarl_config
 from metarl.evaluation import evaluate
 from metarl.methods import get_algorithm
 from metarl.methods.pearl import PEARL
-from metarl.tasksets import write_taskset
 from metarl.training import train
 from metarl.utils import io
 from metarl.utils.checkpoints import load_checkpoint, save_checkpoint
@@ -41,12 +39,8 @@ class Payload:
 @pytest.fixture
 def job(tmp_path, repo_config):
     """A PEARL point-robot run at smoke scale stretched to 6 iterations (about a second)."""
-    config = json.loads(json.dumps(repo_config))
-    config["scale"] = "smoke"
-    spec = metarl_config.run_spec(config, "E3", "point_robot", "pearl", 0)
+    spec, taskset = smoke_job(repo_config, tmp_path, "E3", "point_robot", "pearl")
     spec["iterations"], spec["eval_every"] = 6, 3
-    taskset = tmp_path / "point_robot.json"
-    write_taskset("point_robot", 3, taskset)
     return spec, taskset
 
 
@@ -118,13 +112,9 @@ def test_malicious_resume_checkpoint_is_refused_and_training_starts_afresh(tmp_p
 def test_resume_checkpoint_of_every_method_loads_weights_only(tmp_path, repo_config, monkeypatch,
                                                              experiment, family, method):
     """RNG states (python, numpy), optimiser state, PEARL's buffer, log rows: all plain data."""
-    config = json.loads(json.dumps(repo_config))
-    config["scale"] = "smoke"
-    spec = metarl_config.run_spec(config, experiment, family, method, 0)
+    spec, taskset = smoke_job(repo_config, tmp_path, experiment, family, method)
     spec["iterations"], spec["eval_every"] = 3, 2
     spec["curve_splits"] = spec["curve_splits"][:1]
-    taskset = tmp_path / "tasks.json"
-    write_taskset(family, 3, taskset)
     crash_at(monkeypatch, 3, get_algorithm(spec["algo"]))
     with pytest.raises(SimulatedCrash):
         run(spec, taskset, tmp_path, "run")

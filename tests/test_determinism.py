@@ -9,10 +9,9 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import smoke_job
 
-from metarl import config as metarl_config
 from metarl.envs import FAMILY_NAMES, get_family
-from metarl.tasksets import write_taskset
 from metarl.training import train
 
 #: families whose start state is fixed (nothing random to repeat)
@@ -50,12 +49,8 @@ def run_in_process(spec, taskset, out_dir):
 def pearl_job(tmp_path_factory, repo_config):
     """A tiny PEARL run on HalfCheetah-Vel: its spec, task set and the output of one run."""
     tmp_path = tmp_path_factory.mktemp("pearl")
-    config = json.loads(json.dumps(repo_config))
-    config["scale"] = "smoke"
-    spec = metarl_config.run_spec(config, "E3", "cheetah_vel", "pearl", 0)
+    spec, taskset = smoke_job(repo_config, tmp_path, "E3", "cheetah_vel", "pearl")
     spec["iterations"], spec["eval_every"], spec["eval_tasks"] = 4, 2, 2
-    taskset = tmp_path / "cheetah_vel.json"
-    write_taskset("cheetah_vel", 3, taskset)
     return spec, taskset, run_in_process(spec, taskset, tmp_path / "reference")
 
 

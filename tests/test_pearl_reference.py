@@ -12,7 +12,6 @@ Both start from metarl's initial weights and see the same batches, context and n
 steps every parameter must agree to 1e-10.
 """
 import numpy as np
-import pytest
 import torch
 import torch.nn.functional as F
 from torch.distributions import Normal, kl_divergence

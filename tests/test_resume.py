@@ -8,6 +8,7 @@ import sys
 import pandas as pd
 import pytest
 import torch
+from conftest import smoke_job
 
 from metarl import config as metarl_config
 from metarl.tasksets import write_taskset
@@ -16,12 +17,8 @@ from metarl.training import train
 
 @pytest.fixture
 def job(tmp_path, repo_config):
-    config = json.loads(json.dumps(repo_config))
-    config["scale"] = "smoke"
-    spec = metarl_config.run_spec(config, "E1", "gridworld", "vate", 0)
+    spec, taskset = smoke_job(repo_config, tmp_path, "E1", "gridworld", "vate")
     spec["iterations"], spec["eval_every"] = 12, 4
-    taskset = tmp_path / "gridworld.json"
-    write_taskset("gridworld", 3, taskset)
 
     def command(name):
         return [sys.executable, "-m", "metarl", "train", "--spec", json.dumps(spec), "--taskset", str(taskset),

@@ -1,17 +1,14 @@
 """TensorBoard mirror of training: the event files hold exactly train_log.csv's scalars and the
 learning-curve evaluations (read back with TensorBoard's own reader), a resumed run shows no
 step twice, and training runs on without the tensorboard package."""
-import json
 import subprocess
 import sys
 
 import pandas as pd
 import pytest
-from conftest import copy_workflow
+from conftest import copy_workflow, smoke_job
 
-from metarl import config as metarl_config
 from metarl.methods.pearl import PEARL
-from metarl.tasksets import write_taskset
 from metarl.training import train
 
 event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
@@ -25,12 +22,8 @@ class SimulatedCrash(Exception):
 
 @pytest.fixture
 def job(tmp_path, repo_config):
-    config = json.loads(json.dumps(repo_config))
-    config["scale"] = "smoke"
-    spec = metarl_config.run_spec(config, "E3", "point_robot", "pearl", 0)
+    spec, taskset = smoke_job(repo_config, tmp_path, "E3", "point_robot", "pearl")
     spec["iterations"], spec["eval_every"] = 6, 2
-    taskset = tmp_path / "point_robot.json"
-    write_taskset("point_robot", 3, taskset)
 
     def run(**kwargs):
         lines = []

@@ -556,7 +556,7 @@ def test_tables_and_figures_show_the_named_metric(tmp_path):
     summary = pd.read_csv(tmp_path / "table.csv")
     final = summary[summary.stage == "final"].iloc[0]
     assert (final["mean"], final["std"]) == pytest.approx((-2.25, math.sqrt(1.125)))  # seed means -1.5 and -3
-    assert f"Return (distance only, as TESP paper) per evaluation stage" in (tmp_path / "table.md").read_text()
+    assert "Return (distance only, as TESP paper) per evaluation stage" in (tmp_path / "table.md").read_text()
     assert "-2.250 ± 1.061" in (tmp_path / "table.md").read_text()
 
     data = tmp_path / "evals.csv"

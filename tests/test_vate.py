@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from metarl.envs import get_family
 from metarl.envs.gridworld import GridWorldEnv
-from metarl.methods.vate import VATE, gaussian_kl, gaussian_kl_to_standard
+from metarl.methods.vate import VATE, gaussian_kl_to_standard
 from metarl.utils.runtime import rng_state, seed_everything, set_rng_state
 
 torch.set_num_threads(1)  # the tests run beside other jobs on few cores

@@ -1,18 +1,16 @@
 """Rollout videos (metarl/videos.py, `videos: true`): a real, decodable, non-blank MP4 of the
 states the method's own evaluation visited; the Snakemake jobs only when asked for."""
-import json
 import math
 
 import imageio.v3 as iio
 import numpy as np
 import pytest
 import torch
-from conftest import copy_workflow
+from conftest import copy_workflow, smoke_job
 from PIL import Image
 from test_targets import scheduled
 
 from metarl import config as metarl_config
-from metarl.tasksets import write_taskset
 from metarl.training import build_method
 from metarl.utils.io import save_torch
 from metarl.utils.runtime import seed_everything
@@ -23,12 +21,8 @@ from metarl.videos import first_and_last, record_evaluation, write_video
 def pearl_model(tmp_path_factory, repo_config):
     """An untrained smoke-sized PEARL on HalfCheetah-Vel, saved as metarl.training saves model.pt."""
     tmp_path = tmp_path_factory.mktemp("videos")
-    config = json.loads(json.dumps(repo_config))
-    config["scale"] = "smoke"
-    spec = metarl_config.run_spec(config, "E3", "cheetah_vel", "pearl", 0)
+    spec, taskset = smoke_job(repo_config, tmp_path, "E3", "cheetah_vel", "pearl")
     spec["device"] = "cpu"
-    taskset = tmp_path / "cheetah_vel.json"
-    write_taskset("cheetah_vel", 3, taskset)
     torch.manual_seed(0)
     method = build_method(spec, taskset, torch.device("cpu"))
     save_torch({"spec": spec, "model": method.model.state_dict(), "env_steps": 0}, tmp_path / "model.pt")
