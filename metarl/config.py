@@ -8,6 +8,8 @@ Precedence of hyper-parameters, lowest first:
   experiments.<E>.scales.<scale>.families.<family>
   experiments.<E>.scales.<scale>.methods.<m>
 The run length (iterations, eval_every) is the scale's, or experiments.<E>.scales.<scale>.family_budgets.<family>.
+An experiment with a ``protocol`` block (E5) evaluates every method by the common adaptation protocol
+with ``protocol.episodes`` (or ``protocol.families.<family>``) episodes per test task.
 Each job receives only its resolved spec, so editing one method reruns only its jobs.
 """
 from __future__ import annotations
@@ -112,13 +114,22 @@ def run_spec(config: dict, experiment: str, family: str, method: str, seed: int)
         hparams = deep_merge(hparams, layer or {})
     budget = {"iterations": scale["iterations"], "eval_every": scale["eval_every"],
               **scale.get("family_budgets", {}).get(family, {})}
+    # only experiments with the common protocol (E5) carry the key: the others' specs, and so their
+    # jobs' parameters and resume hashes, stay as they were
+    protocol = {"protocol_episodes": protocol_episodes(exp, family)} if "protocol" in exp else {}
     return {
         "experiment": experiment, "family": family, "method": method, "algo": mcfg["algo"], "seed": seed,
-        **budget, "eval_tasks": scale.get("eval_tasks"),
+        **budget, "eval_tasks": scale.get("eval_tasks"), **protocol,
         "train_split": exp["train_split"], "curve_splits": exp["curve_splits"],
         "hparams": hparams, "device": config["device"], "compile": compile_mode(config.get("compile", "off")),
         "threads": config["resources"]["train"]["threads"],
     }
+
+
+def protocol_episodes(exp: dict, family: str) -> int:
+    """Episodes per test task of the common adaptation protocol (metarl.protocol): K + 1."""
+    protocol = exp["protocol"]
+    return protocol.get("families", {}).get(family, protocol["episodes"])
 
 
 def compile_mode(value) -> str:

@@ -25,7 +25,7 @@ def evaluate(model_path, taskset_path, splits: list[str], out_path, seed_offset:
         # evaluation noise (initial states, sampled latents) is seeded apart from training's and
         # afresh per split, so a split's numbers do not depend on which splits came before it
         seed_everything(spec["seed"] + seed_offset)
-        frames.append(evaluation_rows(method, tasks, [split], spec.get("eval_tasks")))
+        frames.append(evaluation_rows(method, tasks, [split], spec.get("eval_tasks"), spec.get("protocol_episodes")))
     rows = pd.concat(frames, ignore_index=True)
     rows.insert(0, "env_steps", method.env_steps)
     save_csv(label_run(rows, spec), out_path)

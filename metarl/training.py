@@ -22,6 +22,7 @@ import torch
 
 from metarl.envs import get_family
 from metarl.methods import FINAL_STAGE, Method, get_algorithm
+from metarl.protocol import protocol_rows
 from metarl.tasksets import read_taskset
 from metarl.utils.checkpoints import load_checkpoint, plain, previous_path, save_checkpoint
 from metarl.utils.errors import CheckpointError, NonFiniteError
@@ -55,13 +56,16 @@ RUN_KEYS = ["experiment", "family", "method", "seed"]
 CURVE_EVAL_SEED_OFFSET = 20_000
 
 
-def evaluation_rows(method: Method, tasks: dict, splits: list[str], limit: int | None = None) -> pd.DataFrame:
-    """Evaluate on every split (its first ``limit`` tasks if given: small scales save time)."""
+def evaluation_rows(method: Method, tasks: dict, splits: list[str], limit: int | None = None,
+                    protocol_episodes: int | None = None) -> pd.DataFrame:
+    """Evaluate on every split (its first ``limit`` tasks if given: small scales save time), by the
+    method's own ``evaluate`` or, with ``protocol_episodes``, by the common protocol (metarl.protocol)."""
     frames = []
     for split in splits:
         if split not in tasks:
             raise KeyError(f"split {split!r} not in the task set; available: {sorted(tasks)}")
-        frame = method.evaluate(tasks[split][:limit])
+        frame = (method.evaluate(tasks[split][:limit]) if protocol_episodes is None
+                 else protocol_rows(method, tasks[split][:limit], protocol_episodes))
         frame.insert(0, "split", split)
         frames.append(frame)
     return pd.concat(frames, ignore_index=True)
@@ -179,7 +183,8 @@ def train(spec: dict[str, Any], taskset_path, out_dir, resume_path, checkpoint_e
                 tensorboard.train_row(log_rows[-1])
             if iteration % spec["eval_every"] == 0 or iteration == spec["iterations"]:
                 with isolated_rng(spec["seed"] + CURVE_EVAL_SEED_OFFSET + iteration):
-                    frame = evaluation_rows(method, tasks, spec["curve_splits"], spec.get("eval_tasks"))
+                    frame = evaluation_rows(method, tasks, spec["curve_splits"], spec.get("eval_tasks"),
+                                            spec.get("protocol_episodes"))
                 # mean over tasks of every metric column (return; TESP's distance_return too)
                 frame = frame.drop(columns="task").groupby(["split", "stage"], as_index=False).mean()
                 frame.insert(0, "env_steps", method.env_steps)

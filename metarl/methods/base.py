@@ -77,6 +77,18 @@ class Method(ABC):
         """Adapt to and evaluate on ``tasks``; returns rows with ``EVAL_COLUMNS``: one row per
         task and stage, including the ``FINAL_STAGE`` row per task."""
 
+    def adaptation_returns(self, tasks: list[Task], episodes: int) -> torch.Tensor:
+        """The common adaptation protocol (E5, metarl.protocol): on every task play ``episodes``
+        consecutive episodes, adapting between them as the method adapts (PEARL: context
+        trajectories, prior first; VATE/RL²: one meta-episode, hidden state carried across the
+        episodes; TESP/MAML: one fast update after each episode). Returns ``(len(tasks),
+        episodes)``: column k is the return of the episode played after the method has consumed k
+        episodes of that task (k = 0: none). The return is the family's evaluation reward
+        (``info["sparse_reward"]`` where the env reports one), summed over the episode; actions are
+        chosen as in the method's own ``evaluate`` (greedy / deterministic / sampled)."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement the common adaptation "
+                                  "protocol (Method.adaptation_returns)")
+
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to resume training exactly (override to add buffers, optimisers)."""
         return {"model": self.model.state_dict(), "env_steps": self.env_steps}
