@@ -2,7 +2,7 @@
 #   snakemake --cores N                                     local run at the config's scale
 #   snakemake --cores N --config scale=smoke                the whole DAG in minutes
 #   snakemake --workflow-profile workflow/profiles/slurm    the same DAG on a SLURM cluster
-#   snakemake --cores N E1                                  one experiment only (E1 … E4; its jobs only)
+#   snakemake --cores N E1                                  one experiment only (E1 … E5; its jobs only)
 #   snakemake --cores N --config videos=True                also rollout videos of E2, E3 (MP4 + report strips)
 #   snakemake --cores N claims                              the papers' claims, checked (results/claims.md)
 #   snakemake --cores N report                              everything the report shows, then:
@@ -29,6 +29,7 @@ include: "workflow/rules/analysis.smk"
 include: "workflow/rules/e1.smk"
 include: "workflow/rules/e2.smk"
 include: "workflow/rules/e4.smk"
+include: "workflow/rules/e5.smk"
 include: "workflow/rules/videos.smk"
 include: "workflow/rules/claims.smk"
 include: "workflow/rules/targets.smk"

@@ -57,8 +57,23 @@ def _plot(args) -> None:
     if args.kind == "curves":
         plots.plot_curves(pd.read_csv(args.data), args.out, style, plots.load_reference(args.reference), args.title,
                           args.families, args.methods, args.metric, label)
+    elif args.kind in ("heatmap", "adaptation"):
+        from metarl.analysis import matrix
+
+        draw = matrix.plot_heatmap if args.kind == "heatmap" else matrix.plot_adaptation
+        draw(pd.read_csv(args.data), args.out, style, args.title)
     else:
         plots.plot_stages(pd.read_csv(args.data), args.out, style, args.title, args.metric, label)
+
+
+def _matrix(args) -> None:
+    import pandas as pd
+
+    from metarl.analysis import matrix
+
+    plan = json.loads(args.plan)
+    table = matrix.build_matrix(pd.read_csv(args.evals), plan)
+    matrix.write_matrix(table, args.prefix, args.title, plan["episodes"])
 
 
 def _figure(args) -> None:
@@ -164,9 +179,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metric-label", help="its name in the tables (default: the column name)")
     p.set_defaults(func=_table)
 
-    p = sub.add_parser("plot", help="learning curves or return per evaluation stage")
-    p.add_argument("kind", choices=["curves", "stages"])
-    p.add_argument("--data", required=True, help="aggregated curves.csv (curves) or evals.csv (stages)")
+    p = sub.add_parser("matrix", help="E5's methods x families matrix under the common adaptation protocol "
+                       "(CSV, Markdown, HTML)")
+    p.add_argument("--evals", required=True, help="the experiment's aggregated evals.csv")
+    p.add_argument("--plan", required=True, help="the matrix rule's plan as JSON (metarl.analysis.matrix.matrix_plan)")
+    p.add_argument("--prefix", required=True, help="output path without extension")
+    p.add_argument("--title", default="Methods x families")
+    p.set_defaults(func=_matrix)
+
+    p = sub.add_parser("plot", help="learning curves, return per evaluation stage, E5's normalised-score heatmap "
+                       "or adaptation curves (return vs episodes consumed)")
+    p.add_argument("kind", choices=["curves", "stages", "heatmap", "adaptation"])
+    p.add_argument("--data", required=True, help="aggregated curves.csv (curves), evals.csv (stages, adaptation) "
+                   "or matrix.csv (heatmap)")
     p.add_argument("--style", required=True, help="the config's plot section as JSON")
     p.add_argument("--reference", help="JSON with reference lines {label, values: {family: value}}")
     p.add_argument("--families", nargs="+", help="curves: only these families (default: all)")

@@ -7,7 +7,9 @@ Precedence of hyper-parameters, lowest first:
   experiments.<E>.scales.<scale>.hparams (budget-like keys shared by the experiment's methods)
   experiments.<E>.scales.<scale>.families.<family>
   experiments.<E>.scales.<scale>.methods.<m>
-The run length (iterations, eval_every) is the scale's, or experiments.<E>.scales.<scale>.family_budgets.<family>.
+  experiments.<E>.scales.<scale>.cells.<m>.<family>.hparams   (one method on one family: E5)
+The run length (iterations, eval_every) is the scale's, or experiments.<E>.scales.<scale>.family_budgets.<family>,
+or that cell's. Splits are the experiment's, or experiments.<E>.family_splits.<family>'s.
 An experiment with a ``protocol`` block (E5) evaluates every method by the common adaptation protocol
 with ``protocol.episodes`` (or ``protocol.families.<family>``) episodes per test task.
 Each job receives only its resolved spec, so editing one method reruns only its jobs.
@@ -63,8 +65,24 @@ def validate(config: dict, schema_path=SCHEMA_PATH) -> None:
                 if m not in exp["methods"]:
                     raise ConfigError(f"experiments.{exp_name}.{where}: method {m!r} is not among the "
                                       f"experiment's methods {exp['methods']}")
+        for where, per_method in [("not_run", exp.get("not_run", {})),
+                                  *[(f"scales.{s}.cells", sc.get("cells", {})) for s, sc in exp["scales"].items()]]:
+            for m, families in per_method.items():
+                if m not in exp["methods"]:
+                    raise ConfigError(f"experiments.{exp_name}.{where}: method {m!r} is not among the "
+                                      f"experiment's methods {exp['methods']}")
+                outside = sorted(set(families) - set(exp["families"]))
+                if outside:
+                    raise ConfigError(f"experiments.{exp_name}.{where}.{m}: {outside} not among the "
+                                      f"experiment's families {exp['families']}")
+        for where in ("family_splits", "protocol.families"):
+            keyed = exp.get("protocol", {}).get("families", {}) if where == "protocol.families" else exp.get(where, {})
+            outside = sorted(set(keyed) - set(exp["families"]))
+            if outside:
+                raise ConfigError(f"experiments.{exp_name}.{where}: {outside} not among the experiment's "
+                                  f"families {exp['families']}")
         for scale_name, scale in exp["scales"].items():
-            for key in ("families", "family_budgets"):
+            for key in ("families", "family_budgets", "run_families"):
                 outside = sorted(set(scale.get(key, {})) - set(exp["families"]))
                 if outside:
                     raise ConfigError(f"experiments.{exp_name}.scales.{scale_name}.{key}: {outside} not among the "
@@ -107,23 +125,32 @@ def run_spec(config: dict, experiment: str, family: str, method: str, seed: int)
     exp = config["experiments"][experiment]
     scale = exp["scales"][config["scale"]]
     mcfg = config["methods"][method]
+    cell = scale.get("cells", {}).get(method, {}).get(family, {})
     hparams = mcfg.get("hparams", {})
     for layer in (mcfg.get("families", {}).get(family), exp.get("overrides", {}).get(method),
                   scale.get("hparams"), scale.get("families", {}).get(family),
-                  scale.get("methods", {}).get(method)):
+                  scale.get("methods", {}).get(method), cell.get("hparams")):
         hparams = deep_merge(hparams, layer or {})
     budget = {"iterations": scale["iterations"], "eval_every": scale["eval_every"],
-              **scale.get("family_budgets", {}).get(family, {})}
+              **scale.get("family_budgets", {}).get(family, {}),
+              **{key: cell[key] for key in ("iterations", "eval_every") if key in cell}}
+    split = splits(exp, family)
     # only experiments with the common protocol (E5) carry the key: the others' specs, and so their
     # jobs' parameters and resume hashes, stay as they were
     protocol = {"protocol_episodes": protocol_episodes(exp, family)} if "protocol" in exp else {}
     return {
         "experiment": experiment, "family": family, "method": method, "algo": mcfg["algo"], "seed": seed,
         **budget, "eval_tasks": scale.get("eval_tasks"), **protocol,
-        "train_split": exp["train_split"], "curve_splits": exp["curve_splits"],
+        "train_split": split["train_split"], "curve_splits": split["curve_splits"],
         "hparams": hparams, "device": config["device"], "compile": compile_mode(config.get("compile", "off")),
         "threads": config["resources"]["train"]["threads"],
     }
+
+
+def splits(exp: dict, family: str) -> dict[str, Any]:
+    """The family's ``train_split``, ``curve_splits`` and ``eval_splits`` in an experiment."""
+    return {**{key: exp[key] for key in ("train_split", "curve_splits", "eval_splits")},
+            **exp.get("family_splits", {}).get(family, {})}
 
 
 def protocol_episodes(exp: dict, family: str) -> int:
@@ -137,13 +164,19 @@ def compile_mode(value) -> str:
     return ("on" if value else "off") if isinstance(value, bool) else value
 
 
+def scale_families(config: dict, experiment: str) -> list[str]:
+    """The experiment's families run at the config's scale (``run_families``, default all)."""
+    exp = config["experiments"][experiment]
+    return exp["scales"][config["scale"]].get("run_families", exp["families"])
+
+
 def runs(config: dict, experiment: str):
     """(family, method, seed) of every training job of an experiment."""
     exp = config["experiments"][experiment]
-    restricted = exp.get("method_families", {})
-    for family in exp["families"]:
+    restricted, not_run = exp.get("method_families", {}), exp.get("not_run", {})
+    for family in scale_families(config, experiment):
         for method in exp["methods"]:
-            if family in restricted.get(method, exp["families"]):
+            if family in restricted.get(method, exp["families"]) and family not in not_run.get(method, {}):
                 for seed in seeds(config, experiment):
                     yield family, method, seed
 

@@ -19,8 +19,11 @@ if TYPE_CHECKING:
     from metarl.methods.base import Method
 
 
+CONSUMED_PREFIX = "consumed_"
+
+
 def consumed_stage(k: int) -> str:
-    return f"consumed_{k}"
+    return f"{CONSUMED_PREFIX}{k}"
 
 
 def protocol_rows(method: Method, tasks: list[Task], episodes: int) -> pd.DataFrame:

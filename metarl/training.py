@@ -99,6 +99,8 @@ def non_finite(metrics: dict[str, float], model: torch.nn.Module) -> str | None:
     for key, value in metrics.items():
         if not math.isfinite(value):
             return f"loss/metric {key!r} = {value}"
+    if not any(True for _ in model.parameters()):  # e.g. the random policy
+        return None
     names, params = zip(*model.named_parameters(), strict=True)
     finite = torch.stack([p.detach().isfinite().all() for p in params])  # one device sync, not one per tensor
     if not bool(finite.all()):

@@ -300,7 +300,7 @@ def test_stages_checked_are_those_evaluate_writes(tmp_path, repo_config, experim
 
 
 def test_repo_claims_cover_every_experiment(repo_config):
-    assert {c["experiment"] for c in repo_config["claims"]} == {"E1", "E2", "E3", "E4"}
+    assert {c["experiment"] for c in repo_config["claims"]} == {"E1", "E2", "E3", "E4", "E5"}
     assert len({c["id"] for c in repo_config["claims"]}) == len(repo_config["claims"])
 
 

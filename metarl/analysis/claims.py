@@ -9,7 +9,12 @@ stage), a constant, or a reference value (``bayes_optimal``, ``known_goal``). Me
   ``stage`` is > 0. The sparse reward is 1 − distance inside the goal radius and 0 outside, so
   a nonzero return on a trajectory means the agent entered the goal radius on it;
 * ``curve_first`` / ``curve_last`` / ``curve_mean``  curve.csv: the learning curve's first point
-  (after the first ``eval_every`` iterations), last point, or mean over its points.
+  (after the first ``eval_every`` iterations), last point, or mean over its points;
+* ``curve_at_budget``  curve.csv: the learning curve at the meta-training env-step budget of the
+  method ``budget_of`` (its final env steps on that family, mean over its seeds): per seed, the
+  last curve point within the budget, or the first point if even that one is past the budget
+  (it has then used more steps than the budget, which can only favour it). This is how "fewer
+  env steps for the same return" is checked: both sides at the same number of env steps.
 
 ``return`` and the curve metrics read the ``return`` column unless the claim names another
 ``column``: ``distance_return`` is the TESP paper's metric (distance term only, no control cost),
@@ -49,8 +54,8 @@ from metarl.methods import FINAL_STAGE
 
 ALPHA = 0.05
 MIN_SEEDS = 3
-METRICS = ("return", "goal_reached", "curve_first", "curve_last", "curve_mean")
-CURVE_METRICS = ("curve_first", "curve_last", "curve_mean")
+METRICS = ("return", "goal_reached", "curve_first", "curve_last", "curve_mean", "curve_at_budget")
+CURVE_METRICS = ("curve_first", "curve_last", "curve_mean", "curve_at_budget")
 REFERENCES = ("bayes_optimal", "known_goal")
 COLUMNS = ("return", "distance_return")
 VERDICTS = ("reproduced", "not reproduced", "inconclusive", "missing")
@@ -210,7 +215,7 @@ def side_spec(side, claim: dict) -> dict:
     if "reference" in side:
         return dict(side)
     return {"metric": claim["metric"], "split": claim.get("split"), "stage": claim.get("stage", FINAL_STAGE),
-            "column": claim.get("column", "return"), **side}
+            "column": claim.get("column", "return"), "budget_of": claim.get("budget_of"), **side}
 
 
 def label(side: dict) -> str:
@@ -247,8 +252,14 @@ def stages_of(spec: dict) -> list[str]:
     from metarl.envs import get_family
     from metarl.methods import get_algorithm
 
+    from metarl.protocol import consumed_stage
+
+    if "protocol_episodes" in spec:
+        return [*(consumed_stage(k) for k in range(spec["protocol_episodes"])), FINAL_STAGE]
     hp = get_algorithm(spec["algo"]).make_hparams(spec["hparams"])
-    if spec["algo"] == "vate":
+    if spec["algo"] == "random":
+        stages = []
+    elif spec["algo"] == "vate":
         episodes = getattr(get_family(spec["family"]), "episodes", 1)
         stages = [f"episode_{e + 1}" for e in range(episodes)]
     elif spec["algo"] == "pearl":
@@ -293,6 +304,7 @@ def check_claims(config: dict) -> None:
 
 def _check_side(config, name, claim, row, side, configured, run_spec):
     from metarl.config import ConfigError
+    from metarl.config import splits as splits_of
     from metarl.envs import get_family
 
     exp, method, family = config["experiments"][claim["experiment"]], side["method"], row["family"]
@@ -300,7 +312,11 @@ def _check_side(config, name, claim, row, side, configured, run_spec):
         raise ConfigError(f"{name}: unknown method {method!r}; defined methods: {sorted(config['methods'])}")
     if side["metric"] not in METRICS:
         raise ConfigError(f"{name}: unknown metric {side['metric']!r}; known: {list(METRICS)}")
-    splits = exp["curve_splits"] if side["metric"] in CURVE_METRICS else exp["eval_splits"]
+    if side["metric"] == "curve_at_budget" and side["budget_of"] not in exp["methods"]:
+        raise ConfigError(f"{name}: metric 'curve_at_budget' needs 'budget_of', one of {claim['experiment']}'s "
+                          f"methods {exp['methods']}; got {side['budget_of']!r}")
+    family_splits = splits_of(exp, family)
+    splits = family_splits["curve_splits"] if side["metric"] in CURVE_METRICS else family_splits["eval_splits"]
     if side["split"] not in splits:
         kind = "curve_splits" if side["metric"] in CURVE_METRICS else "eval_splits"
         raise ConfigError(f"{name}: split {side['split']!r} is not in experiments.{claim['experiment']}.{kind} {splits}")
@@ -342,13 +358,13 @@ def plan(config: dict) -> dict:
     """What the claims rule needs from the config: the claims and, per experiment referenced,
     whether it is enabled, its families and the (family, method) pairs it runs. Nothing else,
     so editing a hyper-parameter does not rerun the claims rule by itself."""
-    from metarl.config import enabled_experiments, runs
+    from metarl.config import enabled_experiments, runs, scale_families
 
     enabled = set(enabled_experiments(config))
     experiments = {}
     for name in sorted({c["experiment"] for c in config.get("claims", [])}):
         exp = config["experiments"][name]
-        experiments[name] = {"enabled": name in enabled, "families": exp["families"], "methods": exp["methods"],
+        experiments[name] = {"enabled": name in enabled, "families": scale_families(config, name), "methods": exp["methods"],
                              "runs": sorted({(f, m) for f, m, _ in runs(config, name)})}
     return {"claims": config.get("claims", []), "experiments": experiments}
 
@@ -403,6 +419,9 @@ class Results:
         if rows.empty:
             raise Missing(f"no {kind} rows for {side['method']} on {family}, split {side['split']}, stage {side['stage']}")
         by_seed = rows.groupby("seed")
+        if side["metric"] == "curve_at_budget":
+            budget = self.budget(experiment, family, side)
+            return by_seed.apply(lambda r: float(_at_budget(r, budget, side["column"])))
         if side["metric"] == "return":
             values = by_seed[side["column"]].mean()
         elif side["metric"] == "goal_reached":
@@ -411,6 +430,14 @@ class Results:
             ordered = rows.sort_values("iteration").groupby("seed")[side["column"]]
             values = {"curve_first": ordered.first, "curve_last": ordered.last, "curve_mean": ordered.mean}[side["metric"]]()
         return values.astype(float)
+
+    def budget(self, experiment: str, family: str, side: dict) -> float:
+        """Meta-training env steps of ``budget_of`` on ``family``: its last curve point, mean over seeds."""
+        frame = self.frame(experiment, "curves")
+        rows = frame[(frame["family"] == family) & (frame["method"] == side["budget_of"])]
+        if rows.empty:
+            raise Missing(f"no curves of {side['budget_of']} on {family} to take the env-step budget from")
+        return float(rows.groupby("seed")["env_steps"].max().mean())
 
     def reference(self, experiment: str, row: dict) -> float:
         name, family = row["rhs"]["reference"], row["family"]
@@ -437,6 +464,13 @@ class Results:
         return per_episode
 
 
+def _at_budget(rows: pd.DataFrame, budget: float, column: str) -> float:
+    """One run's curve value at ``budget`` env steps (see ``curve_at_budget``)."""
+    rows = rows.sort_values("env_steps")
+    within = rows[rows["env_steps"] <= budget]
+    return (within if len(within) else rows)[column].iloc[-1 if len(within) else 0]
+
+
 def _why_not_run(plan: dict, experiment: str, row: dict) -> str | None:
     exp = plan["experiments"][experiment]
     if not exp["enabled"]:
@@ -445,7 +479,7 @@ def _why_not_run(plan: dict, experiment: str, row: dict) -> str | None:
         if side["method"] not in exp["methods"]:
             return f"{side['method']} is not in experiments.{experiment}.methods"
         if [row["family"], side["method"]] not in [list(r) for r in exp["runs"]]:
-            return f"{side['method']} does not run on {row['family']} in {experiment} (method_families)"
+            return f"{side['method']} does not run on {row['family']} in {experiment} (method_families or not_run)"
     return None
 
 

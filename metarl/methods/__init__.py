@@ -9,6 +9,7 @@ _ALGORITHMS = {
     "vate": ("metarl.methods.vate", "VATE"),
     "pearl": ("metarl.methods.pearl", "PEARL"),
     "tesp": ("metarl.methods.tesp", "TESP"),
+    "random": ("metarl.methods.random_policy", "RandomPolicy"),
 }
 ALGORITHM_NAMES = tuple(_ALGORITHMS)
 

@@ -18,7 +18,7 @@ EXPERIMENTS = metarl_config.enabled_experiments(config)
 
 
 wildcard_constraints:
-    experiment="E[1-4]",
+    experiment="E[1-5]",
     family="[a-z0-9_]+",
     method="[a-z0-9_]+",
     seed=r"\d+",
@@ -48,11 +48,13 @@ REFERENCE_LINES = {}
 
 
 def experiment_outputs(experiment):
-    """The tables and figures of one experiment (what `snakemake <experiment>` builds)."""
+    """The tables and figures of one experiment (what `snakemake <experiment>` builds). An
+    experiment under the common protocol (E5) draws its stages as adaptation curves instead."""
+    stages = [] if "protocol" in config["experiments"][experiment] else [f"results/{experiment}/figures/stages.png"]
     return [
         f"results/{experiment}/table.html",
         f"results/{experiment}/figures/curves.png",
-        f"results/{experiment}/figures/stages.png",
+        *stages,
         *EXTRA_FIGURES.get(experiment, []),
     ]
 

@@ -38,7 +38,7 @@ rule evaluate:
         f"{RUN}/eval.csv",
     params:
         # one job for all splits: a job costs seconds of start-up (torch import, model build)
-        splits=lambda w: " ".join(config["experiments"][w.experiment]["eval_splits"]),
+        splits=lambda w: " ".join(metarl_config.splits(config["experiments"][w.experiment], w.family)["eval_splits"]),
     log:
         "results/logs/evaluate/{experiment}/{family}/{method}/seed{seed}.log",
     benchmark:
