@@ -322,7 +322,7 @@ def test_smoke_dag_checks_the_claims(tmp_path, repo_config):
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "rule claims:" in out.stdout
     # it waits for every experiment's aggregated results
-    for experiment in ("E1", "E2", "E3", "E4"):
+    for experiment in ("E1", "E2", "E3", "E4", "E5"):
         assert f"results/{experiment}/evals.csv" in out.stdout
 
 

@@ -189,3 +189,44 @@ def test_random_policy_trains_nothing_and_evaluates(tmp_path):
     assert method.train_iteration() == {} and method.env_steps == 0
     frame = method.evaluate(tasks["test"][:5])
     assert isinstance(frame, pd.DataFrame) and set(frame.stage) == {FINAL_STAGE} and len(frame) == 5
+
+
+# ------------------------------------------------------------------------ every method, same count
+
+
+E5_METHODS = ["random", "pearl", "vate", "rl2_10", "tesp", "maml"]
+
+
+@pytest.mark.parametrize("method_name", E5_METHODS)
+def test_every_method_plays_exactly_the_protocol_episodes(method_name, repo_config, tmp_path, monkeypatch):
+    """Every E5 method, built from its smoke run spec on the sparse point robot (episodes never
+    end early), steps exactly tasks x episodes x horizon env transitions in adaptation_returns
+    (counted on the batched env class, whichever instances the method makes or caches), after
+    resetting each env once per episode."""
+    from conftest import smoke_job
+
+    from metarl.training import build_method
+
+    spec, taskset = smoke_job(repo_config, tmp_path, "E5", "sparse_point_robot", method_name)
+    torch.manual_seed(0)
+    method = build_method(spec, taskset, torch.device("cpu"))
+    method.train_iteration()  # a trained state, as in evaluation
+    env_class = type(method.family.make_batched(1))
+    counts = {"steps": 0, "resets": 0}
+    step, reset = env_class.step, env_class.reset
+
+    def counting_step(self, actions):
+        counts["steps"] += self.num_envs
+        return step(self, actions)
+
+    def counting_reset(self, *args, **kwargs):
+        counts["resets"] += self.num_envs
+        return reset(self, *args, **kwargs)
+
+    monkeypatch.setattr(env_class, "step", counting_step)
+    monkeypatch.setattr(env_class, "reset", counting_reset)
+    tasks, episodes = method.tasks["test"][:3], 4
+    returns = method.adaptation_returns(tasks, episodes)
+    assert tuple(returns.shape) == (3, episodes) and torch.isfinite(returns).all()
+    horizon = method.family.horizon
+    assert counts == {"steps": 3 * episodes * horizon, "resets": 3 * episodes}
