@@ -464,6 +464,10 @@ class PEARL(Method):
             paths.append(path)
         return {"returns": torch.stack(returns, 1).cpu(), "observations": torch.stack(paths, 1).cpu()}
 
+    def adaptation_returns(self, tasks: list[Task], episodes: int) -> torch.Tensor:
+        """The common protocol: online adaptation with ``episodes`` trajectories (prior ones first)."""
+        return self.adapt(tasks, trajectories=episodes)["returns"]
+
     def evaluate(self, tasks: list[Task]) -> pd.DataFrame:
         returns = self.adapt(tasks)["returns"]
         rows = [{"task": t, "stage": f"traj_{k + 1}", "return": float(returns[t, k])}
