@@ -1,4 +1,4 @@
-# Named targets: `snakemake E1` (… `E4`) builds one experiment's tables and figures and only the
+# Named targets: `snakemake E1` (… `E5`) builds one experiment's tables and figures and only the
 # jobs they need; `snakemake report` builds everything the HTML report shows (then
 # `snakemake --report report.html`). Included after every experiment's rule file, so each
 # experiment's extra figures are known.
