@@ -120,6 +120,12 @@ def _bench(args) -> None:
     importlib.import_module(module).main(args.passthrough)
 
 
+def _publish(args) -> None:
+    from metarl import publish
+
+    publish.main(args.passthrough)
+
+
 def _bayes_optimal(args) -> None:
     from metarl import bayes_optimal
 
@@ -221,11 +227,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-prefix", default="results/claims", help="output path without extension")
     p.set_defaults(func=_claims)
 
-    # these two hand their remaining arguments to the module's own parser
+    # these hand their remaining arguments to the module's own parser
     p = sub.add_parser("bench", add_help=False, help="throughput benchmarks, the per-phase profile of a training slice, or "
                        "`dag`: the cost of a pipeline run from its benchmark files (`metarl bench WHAT --help`)")
     p.add_argument("what", choices=["envs", "pearl", "tesp", "vate", "profile", "dag"])
     p.set_defaults(func=_bench, passthrough_ok=True)
+
+    p = sub.add_parser("publish", add_help=False, help="copy a finished run's claims, tables, main figures and "
+                       "cost from results/ into docs/results/ (`metarl publish --help`)")
+    p.set_defaults(func=_publish, passthrough_ok=True)
 
     p = sub.add_parser("bayes-optimal", add_help=False,
                        help="exact Bayes-optimal return of the E1 gridworld (`--help` for options)")
