@@ -21,7 +21,8 @@ transition (s', a, r) and its hidden state carries across the episode boundaries
   encoder and decoder take ``vae_updates`` ELBO steps, each on ``vae_batch`` distinct meta-episodes
   drawn from it (varibad ``size_vae_buffer``, ``num_vae_updates``, ``vae_batch_num_trajs``;
   metalearner.py, vae.py, utils/storage_vae.py). varibad's ``vae_buffer_add_thresh`` (1 on the
-  gridworld: keep every meta-episode) and ELBO subsampling (off there) are not reproduced.
+  gridworld: keep every meta-episode) is not reproduced; its ELBO subsampling (off on the
+  gridworld) is, on continuous families (``elbo_samples``, below).
 
 Task families:
 * the gridworld (discrete actions, one-hot in the encoder): the decoder gives, per grid cell, the
