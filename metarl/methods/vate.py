@@ -294,10 +294,10 @@ class VATE(Method):
         belief, hidden = model.prior(B, self.device), torch.zeros(B, self.hp.encoder_hidden, device=self.device)
         keys = ("obs", "action", "logp", "reward", "eval_reward", "next_obs", "belief")
         traj = {k: [] for k in keys}
-        not_done = torch.zeros(B, dtype=torch.bool, device=self.device)
+        none_done = torch.zeros(B, dtype=torch.bool, device=self.device)  # the done flag after a reset
         for t in range(self.family.horizon * (episodes or self.episodes)):
             if t % self.family.horizon == 0:
-                obs = self._observe(env.reset(), not_done)
+                obs = self._observe(env.reset(), none_done)
             action, logp = model.act(obs, belief, greedy)
             next_obs, reward, terminated, truncated, info = env.step(action if self.discrete else self._env_action(action))
             next_obs = self._observe(next_obs, terminated | truncated)
