@@ -336,6 +336,6 @@ def test_learns_the_dense_point_robot_within_a_small_budget():
         method.train_iteration()
     random_return = random_policy_returns(family, tasks, 5).mean().item()
     adapted = method.adaptation_returns(tasks, 2)[:, 1].mean().item()
-    # measured: adapted -17.5, random -21.8 (standing still: about -20.8); 3 is about 10 times the
-    # standard error of the random mean over 250 episodes
+    # measured: adapted -17.5, random -21.8 (standing still: about -21); 3 is several standard
+    # errors of the random mean over 250 episodes
     assert adapted > random_return + 3.0, (adapted, random_return)
