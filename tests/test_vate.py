@@ -106,7 +106,7 @@ def reference_elbo(model, hp, batch, beliefs, eps):
     T, B = batch["action"].shape
     L = hp.latent_dim
     xy = (batch["next_obs"][..., :2] * 4).round().long()
-    cells, hits = xy[..., 0] * 5 + xy[..., 1], (batch["reward"] > 0).to(beliefs.dtype)
+    cells, hits = xy[..., 0] * 5 + xy[..., 1], (batch["eval_reward"] > 0).to(beliefs.dtype)
     elbo = 0.0
     for t in range(T + 1):
         mean, logvar = beliefs[t, :, :L], beliefs[t, :, L:]
@@ -168,7 +168,7 @@ def test_elbo_is_reconstruction_plus_kl():
         nll = torch.nn.functional.binary_cross_entropy_with_logits(picked, hit, reduction="none").sum(0)
         expected = expected + nll + gaussian_kl_to_standard(beliefs[t, :, :10], beliefs[t, :, 10:])
     expected = (expected / len(beliefs)).mean()
-    assert method.elbo_loss(beliefs, traj["next_obs"], traj["reward"]).item() == pytest.approx(expected.item(), rel=1e-4)
+    assert method.elbo_loss(beliefs, traj).item() == pytest.approx(expected.item(), rel=1e-4)
 
 
 @pytest.mark.parametrize("decode_future", [True, False])
@@ -182,7 +182,7 @@ def test_no_future_decodes_only_the_past(decode_future):
         rewards[-1] = last_reward
         beliefs = traj["belief"].clone().requires_grad_()
         torch.manual_seed(1)  # same latent samples both times
-        method.elbo_loss(beliefs, traj["next_obs"], rewards).backward()
+        method.elbo_loss(beliefs, {**traj, "eval_reward": rewards}).backward()
         grads.append(beliefs.grad)
     differs = (grads[0] - grads[1]).abs().sum((1, 2)) > 0
     assert differs[-1]
@@ -383,7 +383,7 @@ def test_vae_buffer_holds_the_last_meta_episodes():
     method.rollout = lambda env: rollouts.append(rollout(env)) or rollouts[-1]
     for _ in range(2):
         method.train_iteration()
-    for key in ("next_obs", "action", "reward"):
+    for key in ("obs", "next_obs", "action", "eval_reward"):
         every = torch.cat([r[key] for r in rollouts], 1)  # meta-episodes 0..31 in arrival order
         for slot in range(24):
             newest = max(g for g in range(32) if g % 24 == slot)
@@ -418,7 +418,7 @@ def test_vae_updates_are_adam_steps_on_buffered_batches():
         past += [slot for slot in picked.tolist() if 8 <= slot < 16]
         batch = {k: v[:, picked] for k, v in buffer.items()}
         eps = torch.randn(46, hp.vae_batch, hp.latent_dim)
-        beliefs = reference_beliefs(reference, batch["next_obs"], batch["action"], batch["reward"])
+        beliefs = reference_beliefs(reference, batch["next_obs"], batch["action"], batch["eval_reward"])
         loss = reference_elbo(reference, hp, batch, beliefs, eps)
         adam.zero_grad()
         loss.backward()
