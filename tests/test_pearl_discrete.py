@@ -1,5 +1,7 @@
 """PEARL on every family: discrete actions (the gridworld), the reaching families' D/D'/D'' splits,
 and the common adaptation protocol (``adaptation_returns``)."""
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -231,3 +233,18 @@ def test_reacher_trains_on_d_and_evaluates_on_every_split():
         returns = method.adaptation_returns(method.tasks[split][:4], 2)
         # reward -||p - goal|| - 1e-3 ||a||^2 per step: negative, at most horizon x (reach + goal radius)
         assert returns.shape == (4, 2) and (returns < 0).all() and (returns > -horizon * 3.1).all(), split
+
+
+def test_discrete_resume_equals_uninterrupted():
+    torch.manual_seed(0)
+    a = make()
+    a.train_iteration()
+    state, rng = copy.deepcopy(a.state_dict()), torch.get_rng_state()
+    a.train_iteration()
+    b = make()
+    b.load_state_dict(state)
+    torch.set_rng_state(rng)
+    b.train_iteration()
+    for (name, pa), pb in zip(a.model.state_dict().items(), b.model.state_dict().values()):
+        torch.testing.assert_close(pa, pb, rtol=0, atol=0, msg=name)
+    torch.testing.assert_close(a.buffer.data, b.buffer.data, rtol=0, atol=0)
