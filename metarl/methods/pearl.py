@@ -68,7 +68,7 @@ class Hyperparams:
     anneal_lr: bool = False              # decay lr linearly to 0 over meta-training (not PEARL's)
     reward_scale: float = 5.0
     kl_lambda: float = 0.1
-    policy_reg: float = 1e-3             # weight of the mean and log-std penalties (PEARL's code)
+    policy_reg: float = 1e-3             # weight of the mean and log-std penalties (PEARL's code; continuous actions only)
     buffer_size: int = 1_000_000         # per train task
     eval_trajectories: int = 3           # online adaptation: trajectories per test task ...
     eval_prior_trajectories: int = 2     # ... of which the first ones use z from the prior
