@@ -6,6 +6,12 @@ Read top to bottom: networks -> per-task replay buffer -> rollouts -> the PEARL 
 oyster's (katerakelly/oyster, the authors' code) step for step; tests/test_pearl_reference.py
 checks a gradient step against a plain re-implementation of it.
 
+Discrete actions (the gridworld, ``family.discrete``): discrete SAC (Christodoulou 2019) inside
+PEARL's structure. The twin Q-networks output one value per action, the policy is a categorical
+over the actions, and the value target and policy loss are exact expectations over that
+categorical (no reparameterisation); actions are one-hot in the buffer and the context, so the
+rest of the algorithm is unchanged. tests/test_pearl_discrete.py checks these losses.
+
 Speed: the whole meta-batch goes through one forward/backward (tasks are a tensor dimension,
 never a Python loop); the twin Q-networks are one batched matmul ensemble; a gradient step is two
 backward passes (encoder + Q, then value + policy, in oyster's order) with gradients routed by
@@ -62,7 +68,7 @@ class Hyperparams:
     anneal_lr: bool = False              # decay lr linearly to 0 over meta-training (not PEARL's)
     reward_scale: float = 5.0
     kl_lambda: float = 0.1
-    policy_reg: float = 1e-3             # weight of the mean and log-std penalties (PEARL's code)
+    policy_reg: float = 1e-3             # weight of the mean and log-std penalties (PEARL's code; continuous actions only)
     buffer_size: int = 1_000_000         # per train task
     eval_trajectories: int = 3           # online adaptation: trajectories per test task ...
     eval_prior_trajectories: int = 2     # ... of which the first ones use z from the prior
@@ -135,16 +141,39 @@ class TanhGaussianPolicy(nn.Module):
         return torch.tanh(u), log_prob, mean, log_std
 
 
-class PEARLModel(nn.Module):
-    """Everything needed to act and adapt: context encoder, policy, twin Q, value and target value."""
+class CategoricalPolicy(nn.Module):
+    """Discrete SAC's policy (Christodoulou 2019): logits over the actions from an rlkit MLP whose
+    last layer is U(+-1e-3) like the Gaussian policy's heads, so it starts near uniform."""
 
-    def __init__(self, obs_dim: int, act_dim: int, latent: LatentSpace, hp: Hyperparams):
+    def __init__(self, inp: int, num_actions: int, hidden: int, layers: int):
+        super().__init__()
+        self.net = mlp(inp, num_actions, hidden, layers, init_w=1e-3)
+
+    def log_probs(self, x: torch.Tensor) -> torch.Tensor:
+        return F.log_softmax(self.net(x), -1)
+
+    def forward(self, x: torch.Tensor, deterministic: bool = False):
+        """One-hot action (N, |A|), sampled or the most likely, and the log-probabilities of all actions."""
+        log_pi = self.log_probs(x)
+        index = log_pi.argmax(-1) if deterministic else torch.multinomial(log_pi.exp(), 1).squeeze(-1)
+        return F.one_hot(index, log_pi.shape[-1]).to(log_pi.dtype), log_pi
+
+
+class PEARLModel(nn.Module):
+    """Everything needed to act and adapt: context encoder, policy, twin Q, value and target value.
+    With ``discrete`` actions (one-hot, ``act_dim`` of them) Q maps (s, z) to one value per action."""
+
+    def __init__(self, obs_dim: int, act_dim: int, latent: LatentSpace, hp: Hyperparams, discrete: bool = False):
         super().__init__()
         self.latent = latent
         self.context_dim = obs_dim + act_dim + 1 + (obs_dim if hp.use_next_obs else 0)
         self.encoder = mlp(self.context_dim, latent.param_dim, hp.encoder_hidden, hp.encoder_layers)
-        self.policy = TanhGaussianPolicy(obs_dim + latent.dim, act_dim, hp.hidden, hp.layers)
-        self.q = EnsembleMLP(2, obs_dim + act_dim + latent.dim, 1, hp.hidden, hp.layers)
+        if discrete:
+            self.policy = CategoricalPolicy(obs_dim + latent.dim, act_dim, hp.hidden, hp.layers)
+            self.q = EnsembleMLP(2, obs_dim + latent.dim, act_dim, hp.hidden, hp.layers)
+        else:
+            self.policy = TanhGaussianPolicy(obs_dim + latent.dim, act_dim, hp.hidden, hp.layers)
+            self.q = EnsembleMLP(2, obs_dim + act_dim + latent.dim, 1, hp.hidden, hp.layers)
         self.v = mlp(obs_dim + latent.dim, 1, hp.hidden, hp.layers)
         self.v_target = copy.deepcopy(self.v).requires_grad_(False)
 
@@ -224,10 +253,10 @@ class TaskReplay:
 class Batch:
     """What a gradient step samples: per task of the meta-batch, RL rows (T, rl_batch, width) and
     encoder inputs (T, context_batch, context_dim); standard-normal noise (T*rl_batch, act_dim)
-    reparameterising the policy's new actions."""
+    reparameterising the policy's new actions (None for discrete actions: nothing is sampled)."""
     rows: torch.Tensor
     context: torch.Tensor
-    action_noise: torch.Tensor
+    action_noise: torch.Tensor | None
 
 
 def distinct_rounds(draws: torch.Tensor) -> list[torch.Tensor]:
@@ -254,17 +283,19 @@ class PEARL(Method):
             raise ValueError("PEARL: extra_rl_steps > 0 needs prior_steps or posterior_steps > 0 (the extra "
                              "steps' posterior is inferred from the context those phases collect)")
         self.train_tasks = tasks[train_split]
-        self.obs_dim, self.act_dim = family.obs_dim, family.act_dim
-        space = family.make_gym(self.train_tasks[0]).action_space  # policy acts in [-1, 1]
-        self.act_low = torch.as_tensor(space.low, dtype=torch.float32, device=device)
-        self.act_high = torch.as_tensor(space.high, dtype=torch.float32, device=device)
+        self.obs_dim, self.act_dim, self.discrete = family.obs_dim, family.act_dim, family.discrete
+        if not self.discrete:  # the policy acts in [-1, 1], rescaled to the env's bounds
+            space = family.make_gym(self.train_tasks[0]).action_space
+            self.act_low = torch.as_tensor(space.low, dtype=torch.float32, device=device)
+            self.act_high = torch.as_tensor(space.high, dtype=torch.float32, device=device)
         latent = LatentSpace.parse(hp.latent, hp.gumbel_temperature, hp.dirichlet_alpha)
-        self.model = PEARLModel(self.obs_dim, self.act_dim, latent, hp).to(device)
+        self.model = PEARLModel(self.obs_dim, self.act_dim, latent, hp, self.discrete).to(device)
         # one fused Adam for all networks; a network moves only in the phase of step() that gives
         # it gradients, so it equals oyster's per-network Adams (same lr, betas and eps)
         self.optimizer = Adam([p for p in self.model.parameters() if p.requires_grad], lr=hp.lr, fused=True)
         self.latent = latent
-        # row layout: obs | action | reward (dense, for the critic) | context reward | next obs | terminated
+        # row layout: obs | action (one-hot if discrete) | reward (dense, for the critic) | context reward
+        # | next obs | terminated
         o, a = self.obs_dim, self.act_dim
         self.cols = {"obs": slice(0, o), "act": slice(o, o + a), "rew": slice(o + a, o + a + 1),
                      "ctx_rew": slice(o + a + 1, o + a + 2), "next_obs": slice(o + a + 2, 2 * o + a + 2),
@@ -310,7 +341,8 @@ class PEARL(Method):
         ended = torch.zeros(env.num_envs, dtype=torch.bool, device=self.device)
         for _ in range(env.horizon):
             action = self._act(torch.cat([obs, z], -1), deterministic)[0]
-            env_action = self.act_low + (action + 1) * 0.5 * (self.act_high - self.act_low)
+            env_action = (action.argmax(-1) if self.discrete
+                          else self.act_low + (action + 1) * 0.5 * (self.act_high - self.act_low))
             next_obs, reward, terminated, truncated, info = env.step(env_action)
             ctx_reward = info.get("sparse_reward", reward)
             rows.append(torch.cat([obs, action, reward[:, None], ctx_reward[:, None], next_obs,
@@ -358,7 +390,8 @@ class PEARL(Method):
         tasks = torch.randint(len(self.train_tasks), (hp.meta_batch,), device=self.device)
         return Batch(rows=self.buffer.sample(tasks, hp.rl_batch),
                      context=self.context_of(self.buffer.sample_context(tasks, hp.context_batch)),
-                     action_noise=torch.randn(hp.meta_batch * hp.rl_batch, self.act_dim, device=self.device))
+                     action_noise=None if self.discrete else
+                     torch.randn(hp.meta_batch * hp.rl_batch, self.act_dim, device=self.device))
 
     def critic_losses(self, rows: torch.Tensor, context: torch.Tensor):
         """Phase 1 of a step: encoder and twin Q on the Bellman error + kl_lambda * KL. Returns the
@@ -368,7 +401,10 @@ class PEARL(Method):
         reward, term = rows[:, c["rew"]].squeeze(-1), rows[:, c["term"]].squeeze(-1)
         post = model.posterior(context)
         z = self.latent.sample(post).repeat_interleave(rows.shape[0] // context.shape[0], 0)
-        q = model.q(torch.cat([obs, act, z], -1)).squeeze(-1)             # (2, T*B)
+        if self.discrete:  # one Q per action: pick the taken one with its one-hot
+            q = (model.q(torch.cat([obs, z], -1)) * act).sum(-1)           # (2, T*B)
+        else:
+            q = model.q(torch.cat([obs, act, z], -1)).squeeze(-1)         # (2, T*B)
         with torch.no_grad():
             v_next = model.v_target(torch.cat([next_obs, z], -1)).squeeze(-1)
             q_target = hp.reward_scale * reward + (1 - term) * hp.gamma * v_next
@@ -376,17 +412,27 @@ class PEARL(Method):
         kl = self.latent.kl(post).sum()  # summed over tasks, as oyster
         return q_loss + hp.kl_lambda * kl, q_loss, kl, z
 
-    def actor_losses(self, obs: torch.Tensor, z: torch.Tensor, action_noise: torch.Tensor):
+    def actor_losses(self, obs: torch.Tensor, z: torch.Tensor, action_noise: torch.Tensor | None):
         """Phase 2 of a step: value and policy on detached z, against the min of the (updated)
         Q-networks on new actions; Q weights frozen so that the policy loss only moves the policy.
         Returns the loss to minimise and its value and policy parts (compiled when enabled)."""
         hp, model = self.hp, self.model
         s_z = torch.cat([obs, z], -1)
-        action, log_pi, mean, log_std = model.policy(s_z, noise=action_noise)
-        q_new = model.q(torch.cat([obs, action, z], -1), frozen=True).squeeze(-1).min(0).values
+        if self.discrete:
+            # discrete SAC (Christodoulou 2019): the expectations over new actions are exact sums
+            # over the categorical, so V's target is E_pi[min Q - log pi] and the policy minimises
+            # E_pi[log pi - min Q]; no mean/log-std penalties (the Gaussian's, nothing to penalise here)
+            log_pi = model.policy.log_probs(s_z)                                      # (N, |A|)
+            q_all = model.q(s_z, frozen=True).min(0).values                           # (N, |A|)
+            v_target = (log_pi.exp() * (q_all - log_pi)).sum(-1)
+            pi_loss = (log_pi.exp() * (log_pi - q_all)).sum(-1).mean()
+        else:
+            action, log_pi, mean, log_std = model.policy(s_z, noise=action_noise)
+            q_new = model.q(torch.cat([obs, action, z], -1), frozen=True).squeeze(-1).min(0).values
+            v_target = q_new - log_pi
+            pi_loss = (log_pi - q_new).mean() + hp.policy_reg * ((mean ** 2).mean() + (log_std ** 2).mean())
         v = model.v(s_z).squeeze(-1)
-        v_loss = ((v - (q_new - log_pi).detach()) ** 2).mean()
-        pi_loss = (log_pi - q_new).mean() + hp.policy_reg * ((mean ** 2).mean() + (log_std ** 2).mean())
+        v_loss = ((v - v_target.detach()) ** 2).mean()
         return v_loss + pi_loss, v_loss, pi_loss  # disjoint: v_loss reaches V only, pi_loss the policy only
 
     def step(self, batch: Batch) -> dict[str, torch.Tensor]:
@@ -465,7 +511,9 @@ class PEARL(Method):
         return {"returns": torch.stack(returns, 1).cpu(), "observations": torch.stack(paths, 1).cpu()}
 
     def adaptation_returns(self, tasks: list[Task], episodes: int) -> torch.Tensor:
-        """The common protocol: online adaptation with ``episodes`` trajectories (prior ones first)."""
+        """The common protocol (metarl.protocol): PEARL's own online adaptation with ``episodes``
+        trajectories, each an episode: z from the prior for the first ``eval_prior_trajectories``,
+        then from the posterior over every transition of the task so far."""
         return self.adapt(tasks, trajectories=episodes)["returns"]
 
     def evaluate(self, tasks: list[Task]) -> pd.DataFrame:
