@@ -375,9 +375,9 @@ class TESP(Method):
         the env reward, which the meta-update (outer PPO objective) learns from."""
         hp, model, T = self.hp, self.model, len(tasks)
         K = hp.fast_updates if fast_updates is None else fast_updates
-        if K < -(hp.embedding == "encoder"):
-            raise ValueError(f"fast_updates must be >= {-(hp.embedding == 'encoder')} with embedding "
-                             f"{hp.embedding!r}, got {K}")
+        least = -1 if hp.embedding == "encoder" else 0
+        if K < least:
+            raise ValueError(f"fast_updates must be >= {least} with embedding {hp.embedding!r}, got {K}")
         env = self._env(tasks, episodes_per_task)
         shared = {n: p.detach() for n, p in model.params().items()}
         fast = {n: shared[n].expand(T, *shared[n].shape).clone() for n in model.fast_names}
