@@ -26,7 +26,8 @@ return recorded per stage, which is the metric the TESP paper reports (the autho
 ``info["dist_reward"]`` into the custom metric ``episode_dist_reward``: llan-ml/tesp
 tesp/maml/maml.py, on_episode_step; tesp/envs/mujoco/reacher.py).
 
-Every family: discrete ones (the gridworld) get a categorical policy head (TESPModel); on families
+Every family: discrete ones (the gridworld) get a categorical policy head (TESPModel; ours: the
+authors' tasks are all continuous); on families
 whose env reports ``info["sparse_reward"]`` (sparse point robots) everything that adapts to a task
 (encoder input, episode buffer, fast-update gradient, at train and test time) and the recorded
 returns use that evaluation reward, while the outer PPO objective learns from the env's dense
