@@ -27,11 +27,11 @@ return recorded per stage, which is the metric the TESP paper reports (the autho
 tesp/maml/maml.py, on_episode_step; tesp/envs/mujoco/reacher.py).
 
 Every family: discrete ones (the gridworld) get a categorical policy head (TESPModel; ours: the
-authors' tasks are all continuous); on families
-whose env reports ``info["sparse_reward"]`` (sparse point robots) everything that adapts to a task
-(encoder input, episode buffer, fast-update gradient, at train and test time) and the recorded
-returns use that evaluation reward, while the outer PPO objective learns from the env's dense
-reward (E5's reward rule, as oyster's PEARL: dense reward for its critic, sparse for its context).
+authors' tasks are all continuous); on families whose env reports ``info["sparse_reward"]``
+(sparse point robots) everything that adapts to a task (encoder input, episode buffer, fast-update
+gradient, at train and test time) and the recorded returns use that evaluation reward, while the
+outer PPO objective learns from the env's dense reward (E5's reward rule, as oyster's PEARL: dense
+reward for its critic, sparse for its context).
 
 The meta-gradient is FIRST ORDER: the fast-update gradients g_k are treated as constants, so
 theta_K = theta - alpha * sum_k g_k, which passes the PPO gradient to theta unchanged and to alpha
