@@ -26,6 +26,13 @@ return recorded per stage, which is the metric the TESP paper reports (the autho
 ``info["dist_reward"]`` into the custom metric ``episode_dist_reward``: llan-ml/tesp
 tesp/maml/maml.py, on_episode_step; tesp/envs/mujoco/reacher.py).
 
+Every family: discrete ones (the gridworld) get a categorical policy head (TESPModel; ours: the
+authors' tasks are all continuous); on families whose env reports ``info["sparse_reward"]``
+(sparse point robots) everything that adapts to a task (encoder input, episode buffer, fast-update
+gradient, at train and test time) and the recorded returns use that evaluation reward, while the
+outer PPO objective learns from the env's dense reward (E5's reward rule, as oyster's PEARL: dense
+reward for its critic, sparse for its context).
+
 The meta-gradient is FIRST ORDER: the fast-update gradients g_k are treated as constants, so
 theta_K = theta - alpha * sum_k g_k, which passes the PPO gradient to theta unchanged and to alpha
 as -sum_k g_k times it, without second derivatives through the g_k.
@@ -66,7 +73,7 @@ class Hyperparams:
     policy_hidden: list[int] = field(default_factory=lambda: [256, 256])
     gru_size: int = 256
     embedding_dim: int = 8
-    init_log_std: float = 0.0
+    init_log_std: float = 0.0     # continuous actions only
     meta_batch: int = 20          # tasks per meta-update
     episodes_per_task: int = 25   # per sampling round
     eval_episodes: int = 25       # per sampling round in evaluate()
@@ -96,10 +103,18 @@ class Episodes:
     logp: Tensor     # (T, E, L) log-probability under the sampling policy
     valid: Tensor    # (T, E, L) bool
     distance_rewards: Tensor | None = None  # (T, E, L) the env's info["distance_reward"], if it has one
+    sparse_rewards: Tensor | None = None    # (T, E, L) the env's info["sparse_reward"], if it has one
 
     @property
     def returns(self) -> Tensor:
         return self.rewards.sum(-1)
+
+    def for_adaptation(self) -> Episodes:
+        """The episodes as adaptation may see them (encoder input, episode buffer, fast-update
+        gradient, recorded returns): the evaluation reward ``info["sparse_reward"]`` in place of
+        the env reward where the env reports one, since the dense reward would leak the goal (E5's
+        reward rule, as oyster's PEARL feeds its context the sparse reward)."""
+        return self if self.sparse_rewards is None else dataclasses.replace(self, rewards=self.sparse_rewards)
 
     def _fields(self) -> list[Tensor | None]:
         return [getattr(self, f.name) for f in dataclasses.fields(self)]
@@ -174,12 +189,15 @@ def gaussian_log_prob(action: Tensor, mean: Tensor, log_std: Tensor) -> Tensor:
 
 
 class TESPModel(nn.Module):
-    """Task encoder (GRU cell + linear) or task vector, shared Gaussian tanh-MLP policy on
-    [s, h], and the fast learning rates ``alphas`` (one tensor per fast parameter)."""
+    """Task encoder (GRU cell + linear) or task vector, shared tanh-MLP policy on [s, h], and the
+    fast learning rates ``alphas`` (one tensor per fast parameter). The policy is Gaussian with a
+    state-independent log-std for continuous actions; for ``discrete`` ones (``act_dim`` choices)
+    the MLP gives the logits of a categorical distribution and actions are stored one-hot, so the
+    encoder's (s, a, r) input keeps its shape."""
 
-    def __init__(self, obs_dim: int, act_dim: int, hp: Hyperparams):
+    def __init__(self, obs_dim: int, act_dim: int, hp: Hyperparams, discrete: bool = False):
         super().__init__()
-        self.embedding = hp.embedding
+        self.embedding, self.discrete = hp.embedding, discrete
         context_dim = 0 if hp.embedding == "none" else hp.embedding_dim
         if hp.embedding == "encoder":
             self.encoder = nn.ModuleDict({"gru": nn.GRUCell(obs_dim + act_dim + 1, hp.gru_size),
@@ -187,7 +205,8 @@ class TESPModel(nn.Module):
         elif hp.embedding == "task_vector":
             self.task_vector = nn.Parameter(torch.zeros(hp.embedding_dim))
         self.policy = mlp(obs_dim + context_dim, hp.policy_hidden, act_dim)
-        self.log_std = nn.Parameter(torch.full((act_dim,), hp.init_log_std))
+        if not discrete:
+            self.log_std = nn.Parameter(torch.full((act_dim,), hp.init_log_std))
 
         context_names = [n for n, _ in self.named_parameters() if n.startswith(("encoder.", "task_vector"))]
         policy_names = [n for n, _ in self.named_parameters() if n.startswith(("policy.", "log_std"))]
@@ -234,13 +253,34 @@ class TESPModel(nn.Module):
             hidden = torch.where(valid_t.unsqueeze(-1), new, hidden)
         return linear(hidden, p["encoder.out.weight"], p["encoder.out.bias"])
 
-    def policy_dist(self, p: dict[str, Tensor], obs: Tensor, h: Tensor | None) -> tuple[Tensor, Tensor]:
-        """Mean and log-std of pi(a | s, h) for ``obs (T, N, obs_dim)``."""
+    def policy_dist(self, p: dict[str, Tensor], obs: Tensor, h: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        """Mean and log-std of pi(a | s, h) for ``obs (T, N, obs_dim)``; logits and None if discrete."""
         x = obs if h is None else torch.cat([obs, h.unsqueeze(1).expand(-1, obs.shape[1], -1)], -1)
         for i, layer in enumerate(self.policy):
             x = linear(x, p[f"policy.{i}.weight"], p[f"policy.{i}.bias"]) if isinstance(layer, nn.Linear) else layer(x)
+        if self.discrete:
+            return x, None
         log_std = p["log_std"]
         return x, log_std.unsqueeze(-2) if log_std.dim() == 2 else log_std
+
+    def log_prob(self, p: dict[str, Tensor], obs: Tensor, h: Tensor | None, actions: Tensor) -> Tensor:
+        """log pi(a | s, h) ``(T, N)`` of ``actions (T, N, act_dim)`` (one-hot if discrete)."""
+        out, log_std = self.policy_dist(p, obs, h)
+        if self.discrete:
+            return (actions * torch.log_softmax(out, -1)).sum(-1)
+        return gaussian_log_prob(actions, out, log_std)
+
+    def sample(self, p: dict[str, Tensor], obs: Tensor, h: Tensor | None) -> tuple[Tensor, Tensor]:
+        """An action per observation, drawn from torch's global generator, as stored (one-hot
+        if discrete) ``(T, N, act_dim)``, and its log-probability ``(T, N)``."""
+        out, log_std = self.policy_dist(p, obs, h)
+        if self.discrete:
+            log_probs = torch.log_softmax(out, -1)
+            choice = torch.multinomial(log_probs.exp().reshape(-1, out.shape[-1]), 1).reshape(out.shape[:-1])
+            action = nn.functional.one_hot(choice, out.shape[-1]).to(out.dtype)
+            return action, (action * log_probs).sum(-1)
+        action = out + log_std.exp() * torch.randn_like(out)
+        return action, gaussian_log_prob(action, out, log_std)
 
 
 @dataclass
@@ -264,7 +304,7 @@ class TESP(Method):
         super().__init__(family, tasks, hparams, train_split, device)
         if hparams.meta_batch > len(tasks[train_split]):
             raise ValueError(f"meta_batch {hparams.meta_batch} exceeds the {len(tasks[train_split])} training tasks")
-        self.model = TESPModel(family.obs_dim, family.act_dim, hparams).to(device)
+        self.model = TESPModel(family.obs_dim, family.act_dim, hparams, family.discrete).to(device)
         self.optimizer = Adam([p for p in self.model.parameters() if p.requires_grad], lr=hparams.lr)
         self._envs: dict[int, BatchedEnv] = {}
 
@@ -289,16 +329,16 @@ class TESP(Method):
         alive = torch.ones(num_tasks, E, dtype=torch.bool, device=obs.device)
         for t in range(L):
             obs = obs.reshape(num_tasks, E, -1)
-            mean, log_std = self.model.policy_dist(p, obs, h)
-            action = mean + log_std.exp() * torch.randn_like(mean)
-            next_obs, reward, terminated, truncated, info = env.step(action.reshape(env.num_envs, -1))
+            action, ep.logp[:, :, t] = self.model.sample(p, obs, h)
+            env_action = action.argmax(-1).reshape(-1) if env.discrete else action.reshape(env.num_envs, -1)
+            next_obs, reward, terminated, truncated, info = env.step(env_action)
             ep.obs[:, :, t], ep.actions[:, :, t], ep.valid[:, :, t] = obs, action, alive
             ep.rewards[:, :, t] = reward.reshape(num_tasks, E) * alive
-            if "distance_reward" in info:
-                if ep.distance_rewards is None:
-                    ep.distance_rewards = torch.zeros_like(ep.rewards)
-                ep.distance_rewards[:, :, t] = info["distance_reward"].reshape(num_tasks, E) * alive
-            ep.logp[:, :, t] = gaussian_log_prob(action, mean, log_std)
+            for key, name in (("distance_reward", "distance_rewards"), ("sparse_reward", "sparse_rewards")):
+                if key in info:  # the env's extra rewards, recorded like the reward
+                    if getattr(ep, name) is None:
+                        setattr(ep, name, torch.zeros_like(ep.rewards))
+                    getattr(ep, name)[:, :, t] = info[key].reshape(num_tasks, E) * alive
             alive = alive & ~(terminated | truncated).reshape(num_tasks, E)
             obs = next_obs
             if not alive.any():
@@ -309,9 +349,8 @@ class TESP(Method):
     def pg_loss(self, p: dict[str, Tensor], h: Tensor | None, ep: Episodes, adv: Tensor) -> Tensor:
         """Vanilla policy-gradient loss per task ``(T,)``."""
         T, E, L = ep.rewards.shape
-        mean, log_std = self.model.policy_dist(p, ep.obs.reshape(T, E * L, -1), h)
-        logp = gaussian_log_prob(ep.actions.reshape(T, E * L, -1), mean, log_std).reshape(T, E, L)
-        return -(logp * adv).sum((1, 2)) / ep.valid.sum((1, 2))
+        logp = self.model.log_prob(p, ep.obs.reshape(T, E * L, -1), h, ep.actions.reshape(T, E * L, -1))
+        return -(logp.reshape(T, E, L) * adv).sum((1, 2)) / ep.valid.sum((1, 2))
 
     def fast_step(self, shared: dict[str, Tensor], fast: dict[str, Tensor], buffer: Episodes | None,
                   ep: Episodes) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
@@ -330,9 +369,16 @@ class TESP(Method):
         return {n: fast[n] - alpha[n].detach() * grads[n] for n in fast}, grads
 
     @torch.no_grad()
-    def adapt(self, tasks: list[Task], episodes_per_task: int) -> Adaptation:
-        """Warm-up, then K fast updates for every task at once (see the module docstring)."""
+    def adapt(self, tasks: list[Task], episodes_per_task: int, fast_updates: int | None = None) -> Adaptation:
+        """Warm-up, then K fast updates for every task at once (see the module docstring); K is
+        ``fast_updates`` if given (-1 with an encoder: the warm-up only), else hp.fast_updates.
+        Adaptation sees the evaluation reward (Episodes.for_adaptation); the returned D_K keeps
+        the env reward, which the meta-update (outer PPO objective) learns from."""
         hp, model, T = self.hp, self.model, len(tasks)
+        K = hp.fast_updates if fast_updates is None else fast_updates
+        least = -1 if hp.embedding == "encoder" else 0
+        if K < least:
+            raise ValueError(f"fast_updates must be >= {least} with embedding {hp.embedding!r}, got {K}")
         env = self._env(tasks, episodes_per_task)
         shared = {n: p.detach() for n, p in model.params().items()}
         fast = {n: shared[n].expand(T, *shared[n].shape).clone() for n in model.fast_names}
@@ -340,26 +386,27 @@ class TESP(Method):
         buffer, returns, distance_returns, steps = None, {}, {}, 0
 
         def record(stage: str, ep: Episodes) -> None:
-            returns[stage] = ep.returns.mean(1)
+            returns[stage] = ep.for_adaptation().returns.mean(1)
             if ep.distance_rewards is not None:
                 distance_returns[stage] = ep.distance_rewards.sum(-1).mean(1)
 
         if hp.embedding == "encoder":
-            warmup = self.rollout(env, {**shared, **fast}, model.context(shared, None, T), T)
-            buffer, steps = update_buffer(None, warmup, hp.buffer_size, hp.keep_best), int(warmup.valid.sum())
-            record("warmup", warmup)
-        for k in range(hp.fast_updates + 1):
+            ep = self.rollout(env, {**shared, **fast}, model.context(shared, None, T), T)  # warm-up
+            buffer, steps = update_buffer(None, ep.for_adaptation(), hp.buffer_size, hp.keep_best), int(ep.valid.sum())
+            record("warmup", ep)
+        for k in range(K + 1):
             p = {**shared, **fast}
             ep = self.rollout(env, p, model.context(p, buffer, T), T)
             steps += int(ep.valid.sum())
             record(f"update_{k}", ep)
-            if k == hp.fast_updates:
+            if k == K:
                 break
+            seen = ep.for_adaptation()
             if fast:
-                fast, grads = self.fast_step(shared, fast, buffer, ep)
+                fast, grads = self.fast_step(shared, fast, buffer, seen)
                 grad_sum = {n: grad_sum[n] + grads[n] for n in fast}
             if buffer is not None:
-                buffer = update_buffer(buffer, ep, hp.buffer_size, hp.keep_best)
+                buffer = update_buffer(buffer, seen, hp.buffer_size, hp.keep_best)
         return Adaptation(fast=fast, grad_sum=grad_sum, buffer=buffer, episodes=ep, returns=returns,
                           distance_returns=distance_returns, env_steps=steps)
 
@@ -373,8 +420,7 @@ class TESP(Method):
         ep = ad.episodes.index(idx)
         T, E, L = ep.rewards.shape
         h = self.model.context(p, None if ad.buffer is None else ad.buffer.index(idx), T)
-        mean, log_std = self.model.policy_dist(p, ep.obs.reshape(T, E * L, -1), h)
-        logp = gaussian_log_prob(ep.actions.reshape(T, E * L, -1), mean, log_std).reshape(T, E, L)
+        logp = self.model.log_prob(p, ep.obs.reshape(T, E * L, -1), h, ep.actions.reshape(T, E * L, -1)).reshape(T, E, L)
         ratio = torch.exp(logp - ep.logp)
         surrogate = torch.min(ratio * adv[idx], ratio.clamp(1 - self.hp.ppo_clip, 1 + self.hp.ppo_clip) * adv[idx])
         loss = -((surrogate * ep.valid).sum((1, 2)) / ep.valid.sum((1, 2))).mean()
@@ -429,6 +475,16 @@ class TESP(Method):
                         row["distance_return"] = ad.distance_returns[source][i].item()
                     rows.append(row)
         return pd.DataFrame(rows)
+
+    def adaptation_returns(self, tasks: list[Task], episodes: int) -> Tensor:
+        """E5's protocol (Method.adaptation_returns), all tasks at once, one episode per task and
+        round, actions sampled as in evaluate(): with an encoder, column 0 is the warm-up episode
+        (h = 0), column 1 the episode with h from the buffer {warm-up}, and a fast update follows
+        each later episode; without one, column 0 is the unadapted policy's episode and a fast
+        update follows each episode. Returns are the evaluation reward's (sparse where reported)."""
+        fast_updates = episodes - 1 - (self.hp.embedding == "encoder")
+        ad = self.adapt(tasks, episodes_per_task=1, fast_updates=fast_updates)
+        return torch.stack(list(ad.returns.values()), 1)  # stages in the order they were played
 
     def state_dict(self):
         return {**super().state_dict(), "optimizer": self.optimizer.state_dict()}
