@@ -64,3 +64,36 @@ def float64():
     torch.set_default_dtype(torch.float64)
     yield
     torch.set_default_dtype(previous)
+
+
+def random_policy_returns(family, tasks, episodes: int, seed: int = 0) -> torch.Tensor:
+    """``(len(tasks), episodes)`` returns of uniformly random actions: the baseline that learning
+    tests beat, from metarl's ``random`` method (itself checked against a gymnasium replay in
+    test_protocol.py)."""
+    from metarl.methods.random_policy import RandomPolicy
+
+    torch.manual_seed(seed)
+    baseline = RandomPolicy(family, {"train": tasks}, RandomPolicy.make_hparams({}), "train", torch.device("cpu"))
+    return baseline.adaptation_returns(tasks, episodes)
+
+
+def assert_resume_equals_uninterrupted(make) -> None:
+    """Two training iterations of ``make()`` equal, bit for bit, one iteration followed by a fresh
+    method that loads its state (and torch's RNG state) and trains the second: model, env steps
+    and, where the method has one, its replay buffer."""
+    import copy as _copy
+
+    torch.manual_seed(0)
+    a = make()
+    a.train_iteration()
+    state, rng = _copy.deepcopy(a.state_dict()), torch.get_rng_state()
+    a.train_iteration()
+    b = make()
+    b.load_state_dict(state)
+    torch.set_rng_state(rng)
+    b.train_iteration()
+    for (name, pa), pb in zip(a.model.state_dict().items(), b.model.state_dict().values(), strict=True):
+        torch.testing.assert_close(pa, pb, rtol=0, atol=0, msg=name)
+    assert a.env_steps == b.env_steps
+    if hasattr(a, "buffer"):
+        torch.testing.assert_close(a.buffer.data, b.buffer.data, rtol=0, atol=0)

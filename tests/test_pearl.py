@@ -1,9 +1,9 @@
-import copy
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import assert_resume_equals_uninterrupted
 
 from metarl import config as metarl_config
 from metarl.envs import get_family
@@ -218,19 +218,7 @@ def test_structured_latents_train(latent, monkeypatch):
 
 
 def test_resume_equals_uninterrupted():
-    torch.manual_seed(0)
-    a = make()
-    a.train_iteration()
-    state, rng = copy.deepcopy(a.state_dict()), torch.get_rng_state()
-    a.train_iteration()
-
-    b = make()
-    b.load_state_dict(state)
-    torch.set_rng_state(rng)
-    b.train_iteration()
-    for (name, pa), pb in zip(a.model.state_dict().items(), b.model.state_dict().values()):
-        torch.testing.assert_close(pa, pb, msg=name)
-    assert a.env_steps == b.env_steps
+    assert_resume_equals_uninterrupted(make)
 
 
 @pytest.mark.parametrize("anneal", [True, False])

@@ -1,11 +1,11 @@
 """PEARL on every family: discrete actions (the gridworld), the reaching families' D/D'/D'' splits,
 and the common adaptation protocol (``adaptation_returns``)."""
-import copy
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import assert_resume_equals_uninterrupted, random_policy_returns
 from torch.distributions import Categorical, Normal, kl_divergence
 
 from metarl.envs import get_family
@@ -139,18 +139,6 @@ def test_buffer_holds_one_hot_actions_and_evaluation_acts_greedily():
 NEAR_GOALS = [[2, 0], [0, 2]]
 
 
-def random_policy_returns(family, tasks, episodes) -> torch.Tensor:
-    """(tasks, episodes) returns of uniformly random actions."""
-    env = family.make_batched(len(tasks))
-    env.set_tasks(tasks)
-    returns = torch.zeros(len(tasks), episodes)
-    for k in range(episodes):
-        env.reset()
-        for _ in range(env.horizon):
-            returns[:, k] += env.step(torch.randint(family.act_dim, (len(tasks),)))[1]
-    return returns
-
-
 @pytest.mark.slow
 def test_learns_tiny_gridworld():
     # 1500 gradient steps (~20 CPU-s). This draw ends at 13.9 against random -0.4 (13.9 is the best
@@ -236,15 +224,4 @@ def test_reacher_trains_on_d_and_evaluates_on_every_split():
 
 
 def test_discrete_resume_equals_uninterrupted():
-    torch.manual_seed(0)
-    a = make()
-    a.train_iteration()
-    state, rng = copy.deepcopy(a.state_dict()), torch.get_rng_state()
-    a.train_iteration()
-    b = make()
-    b.load_state_dict(state)
-    torch.set_rng_state(rng)
-    b.train_iteration()
-    for (name, pa), pb in zip(a.model.state_dict().items(), b.model.state_dict().values()):
-        torch.testing.assert_close(pa, pb, rtol=0, atol=0, msg=name)
-    torch.testing.assert_close(a.buffer.data, b.buffer.data, rtol=0, atol=0)
+    assert_resume_equals_uninterrupted(make)

@@ -6,6 +6,8 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import random_policy_returns
+from test_vate import dense, gru_cell, linear
 
 from metarl.envs import get_family
 from metarl.envs.point_robot import HORIZON, MAX_STEP, PointRobotEnv
@@ -24,26 +26,6 @@ def make(family_name, seed=0, split="train", **hparams):
     tasks = family.sample_splits(np.random.default_rng(0))
     seed_everything(seed)
     return VATE(family, tasks, VATE.make_hparams({**SMALL, **hparams}), split, torch.device("cpu")), tasks
-
-
-def linear(x, layer):
-    return x @ layer.weight.T + layer.bias
-
-
-def dense(x, net, activation):
-    """An MLP applied layer by layer from its weights: activation after every layer but the last."""
-    layers = [m for m in net if isinstance(m, torch.nn.Linear)]
-    for layer in layers[:-1]:
-        x = activation(linear(x, layer))
-    return linear(x, layers[-1])
-
-
-def gru_cell(x, h, gru):
-    """The GRU update written out (PyTorch's gate order: reset, update, candidate)."""
-    i_r, i_z, i_n = (x @ gru.weight_ih_l0.T + gru.bias_ih_l0).chunk(3, -1)
-    h_r, h_z, h_n = (h @ gru.weight_hh_l0.T + gru.bias_hh_l0).chunk(3, -1)
-    reset, update = torch.sigmoid(i_r + h_r), torch.sigmoid(i_z + h_z)
-    return (1 - update) * torch.tanh(i_n + reset * h_n) + update * h
 
 
 # --- the Gaussian head ------------------------------------------------------------------------
@@ -303,22 +285,6 @@ def test_episodes_must_be_positive():
 
 
 # --- learning -----------------------------------------------------------------------------------
-
-def random_policy_returns(family, tasks, episodes, seed=0):
-    """Per-episode returns of uniform random actions in the action space, ``(len(tasks), episodes)``."""
-    torch.manual_seed(seed)
-    space = family.make_gym(tasks[0]).action_space
-    low, high = torch.as_tensor(space.low), torch.as_tensor(space.high)
-    env = family.make_batched(len(tasks))
-    env.set_tasks(tasks)
-    returns = torch.zeros(len(tasks), episodes)
-    for episode in range(episodes):
-        env.reset()
-        for _ in range(family.horizon):
-            _, reward, _, _, info = env.step(low + torch.rand(len(tasks), len(low)) * (high - low))
-            returns[:, episode] += info.get("sparse_reward", reward)
-    return returns
-
 
 @pytest.mark.slow  # ~60 s on an idle core (80 s on the shared one)
 def test_learns_the_dense_point_robot_within_a_small_budget():
