@@ -18,7 +18,7 @@ import pandas as pd
 import seaborn as sns
 
 from metarl.analysis.aggregate import seed_means
-from metarl.analysis.plots import ERRORBAR, _facets, _save, _title_panels, apply_style
+from metarl.analysis.plots import ERRORBAR, MAX_COLUMNS, _save, apply_style
 from metarl.methods import FINAL_STAGE
 from metarl.protocol import CONSUMED_PREFIX
 from metarl.utils.io import atomic_path, save_csv, save_text
@@ -135,15 +135,18 @@ def plot_heatmap(matrix: pd.DataFrame, out_png, style: dict, title: str = "") ->
 
 
 def plot_adaptation(evals: pd.DataFrame, out_png, style: dict, title: str = "") -> None:
-    """Return vs episodes consumed (k = 0 … K) per method, one panel per (split, family)."""
+    """Return vs episodes consumed (k = 0 … K) per method, one panel per family · split (families
+    name their splits differently, so a split-by-family grid would be mostly empty)."""
     apply_style(style)
     data = evals[evals["stage"].str.startswith(CONSUMED_PREFIX)].copy()
     data["episodes consumed"] = data["stage"].str.removeprefix(CONSUMED_PREFIX).astype(int)
     per_seed = data.groupby(["family", "split", "method", "seed", "episodes consumed"], as_index=False)["return"].mean()
-    grid = sns.relplot(data=per_seed, x="episodes consumed", y="return", hue="method", **_facets(per_seed),
-                       kind="line", marker="o", errorbar=ERRORBAR[style["spread"]],
-                       facet_kws={"sharey": False, "sharex": False}, height=3.2, aspect=1.3)
-    _title_panels(grid, per_seed)
+    per_seed["panel"] = per_seed["family"] + " · " + per_seed["split"]
+    grid = sns.relplot(data=per_seed, x="episodes consumed", y="return", hue="method", col="panel",
+                       col_wrap=min(MAX_COLUMNS, per_seed["panel"].nunique()), kind="line", marker="o",
+                       errorbar=ERRORBAR[style["spread"]], facet_kws={"sharey": False, "sharex": False},
+                       height=3.2, aspect=1.3)
+    grid.set_titles("{col_name}")
     for ax in grid.axes.flat:
         ax.xaxis.get_major_locator().set_params(integer=True)
     if title:
