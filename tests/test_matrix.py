@@ -97,7 +97,7 @@ def curve_rows(method, per_seed_points):
 def test_curve_at_budget_reads_each_run_at_the_reference_env_steps(tmp_path):
     (tmp_path / "E5").mkdir()
     curves = pd.DataFrame(
-        curve_rows("pearl", [[(500, 1.0), (1000, 2.0)], [(600, 1.5), (1200, 3.0)]])   # budget (1000 + 1200) / 2 = 1100
+        curve_rows("pearl", [[(500, 1.0), (1050, 2.0)], [(600, 1.5), (1150, 3.0)]])   # budget (1050 + 1150) / 2 = 1100
         + curve_rows("maml", [[(400, -1.0), (1100, -0.5), (5000, 9.0)],                  # 1100 <= budget: -0.5
                               [(2000, 4.0), (9000, 8.0)]]))                              # none within: first, 4.0
     curves.to_csv(tmp_path / "E5" / "curves.csv", index=False)
@@ -108,7 +108,7 @@ def test_curve_at_budget_reads_each_run_at_the_reference_env_steps(tmp_path):
     values = store.per_seed("E5", "f", side)
     assert values.to_dict() == {0: -0.5, 1: 4.0}
     own = store.per_seed("E5", "f", {**side, "method": "pearl"})
-    assert own.to_dict() == {0: 2.0, 1: 1.5}  # seed 1's 1200-step point is past the mean budget
+    assert own.to_dict() == {0: 2.0, 1: 1.5}  # seed 1's 1150-step point is past the mean budget
 
 
 def test_repo_claims_include_the_env_step_claim(repo_config):
@@ -116,3 +116,14 @@ def test_repo_claims_include_the_env_step_claim(repo_config):
     claim = ids["e5_pearl_fewer_env_steps"]
     assert claim["metric"] == "curve_at_budget" and claim["budget_of"] == "pearl"
     assert set(claim["family"]) == {"cheetah_vel", "sparse_point_robot"}
+
+
+def test_curve_at_budget_refuses_runs_shorter_than_the_budget(tmp_path):
+    (tmp_path / "E5").mkdir()
+    curves = pd.DataFrame(curve_rows("pearl", [[(500, 1.0), (1000, 2.0)]])
+                          + curve_rows("rl2", [[(300, 0.5), (600, 0.7)], [(300, 0.1), (990, 0.2)]]))
+    curves.to_csv(tmp_path / "E5" / "curves.csv", index=False)
+    side = {"method": "rl2", "metric": "curve_at_budget", "budget_of": "pearl", "split": "test", "stage": "final",
+            "column": "return"}
+    with pytest.raises(claims.Missing, match="end at 600 env steps, before the budget of 1,000"):
+        claims.Results(tmp_path).per_seed("E5", "f", side)

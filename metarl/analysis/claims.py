@@ -13,7 +13,8 @@ stage), a constant, or a reference value (``bayes_optimal``, ``known_goal``). Me
 * ``curve_at_budget``  curve.csv: the learning curve at the meta-training env-step budget of the
   method ``budget_of`` (its final env steps on that family, mean over its seeds): per seed, the
   last curve point within the budget, or the first point if even that one is past the budget
-  (it has then used more steps than the budget, which can only favour it). This is how "fewer
+  (it has then used more steps than the budget, which can only favour it). A side whose runs end
+  before the budget (below 95 % of it) has no value there and the comparison is *missing*. This is how "fewer
   env steps for the same return" is checked: both sides at the same number of env steps.
 
 ``return`` and the curve metrics read the ``return`` column unless the claim names another
@@ -57,6 +58,9 @@ MIN_SEEDS = 3
 METRICS = ("return", "goal_reached", "curve_first", "curve_last", "curve_mean", "curve_at_budget")
 CURVE_METRICS = ("curve_first", "curve_last", "curve_mean", "curve_at_budget")
 REFERENCES = ("bayes_optimal", "known_goal")
+#: curve_at_budget: a run must reach this share of the budget (seeds of the budget's method may
+#: end a little apart where episodes terminate early)
+BUDGET_REACHED = 0.95
 COLUMNS = ("return", "distance_return")
 VERDICTS = ("reproduced", "not reproduced", "inconclusive", "missing")
 
@@ -421,6 +425,10 @@ class Results:
         by_seed = rows.groupby("seed")
         if side["metric"] == "curve_at_budget":
             budget = self.budget(experiment, family, side)
+            ends = by_seed["env_steps"].max()
+            if (ends < BUDGET_REACHED * budget).any():
+                raise Missing(f"{side['method']}'s runs on {family} end at {int(ends.min()):,} env steps, before the "
+                              f"budget of {budget:,.0f}: their return at the budget is unknown (train them longer)")
             return by_seed.apply(lambda r: float(_at_budget(r, budget, side["column"])))
         if side["metric"] == "return":
             values = by_seed[side["column"]].mean()
