@@ -75,8 +75,8 @@ def validate(config: dict, schema_path=SCHEMA_PATH) -> None:
                 if outside:
                     raise ConfigError(f"experiments.{exp_name}.{where}.{m}: {outside} not among the "
                                       f"experiment's families {exp['families']}")
-        for where in ("family_splits", "protocol.families"):
-            keyed = exp.get("protocol", {}).get("families", {}) if where == "protocol.families" else exp.get(where, {})
+        for where, keyed in [("family_splits", exp.get("family_splits", {})),
+                             ("protocol.families", exp.get("protocol", {}).get("families", {}))]:
             outside = sorted(set(keyed) - set(exp["families"]))
             if outside:
                 raise ConfigError(f"experiments.{exp_name}.{where}: {outside} not among the experiment's "

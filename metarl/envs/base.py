@@ -77,6 +77,14 @@ class TaskFamily(ABC):
     @abstractmethod
     def make_batched(self, num_envs: int, device: torch.device | str = "cpu") -> BatchedEnv: ...
 
+    def action_bounds(self, task: Task, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+        """Low and high of a continuous family's action box, as float32 tensors on ``device``."""
+        import torch
+
+        space = self.make_gym(task).action_space
+        return (torch.as_tensor(space.low, dtype=torch.float32, device=device),
+                torch.as_tensor(space.high, dtype=torch.float32, device=device))
+
     def make_gym(self, task: Task | None = None, **kwargs):
         import gymnasium as gym
 

@@ -285,9 +285,7 @@ class PEARL(Method):
         self.train_tasks = tasks[train_split]
         self.obs_dim, self.act_dim, self.discrete = family.obs_dim, family.act_dim, family.discrete
         if not self.discrete:  # the policy acts in [-1, 1], rescaled to the env's bounds
-            space = family.make_gym(self.train_tasks[0]).action_space
-            self.act_low = torch.as_tensor(space.low, dtype=torch.float32, device=device)
-            self.act_high = torch.as_tensor(space.high, dtype=torch.float32, device=device)
+            self.act_low, self.act_high = family.action_bounds(self.train_tasks[0], device)
         latent = LatentSpace.parse(hp.latent, hp.gumbel_temperature, hp.dirichlet_alpha)
         self.model = PEARLModel(self.obs_dim, self.act_dim, latent, hp, self.discrete).to(device)
         # one fused Adam for all networks; a network moves only in the phase of step() that gives

@@ -29,9 +29,7 @@ class RandomPolicy(Method):
         super().__init__(family, tasks, hparams, train_split, device)
         self.model = nn.Module()  # nothing to save but the spec
         if not family.discrete:
-            space = family.make_gym(tasks[train_split][0]).action_space
-            self.low = torch.as_tensor(space.low, dtype=torch.float32, device=device)
-            self.high = torch.as_tensor(space.high, dtype=torch.float32, device=device)
+            self.low, self.high = family.action_bounds(tasks[train_split][0], device)
 
     def train_iteration(self) -> dict[str, float]:
         return {}

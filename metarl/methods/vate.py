@@ -246,9 +246,7 @@ class VATE(Method):
         n_cells = self.grid_size ** 2 if family.discrete else 0
         self.model = VATEModel(obs_dim, family.act_dim, family.discrete, n_cells, hparams).to(device)
         if not family.discrete:
-            space = family.make_gym(tasks[train_split][0]).action_space
-            self.act_low = torch.as_tensor(space.low, dtype=torch.float32, device=device)
-            self.act_high = torch.as_tensor(space.high, dtype=torch.float32, device=device)
+            self.act_low, self.act_high = family.action_bounds(tasks[train_split][0], device)
         if hparams.detach_encoder:
             # two optimisers as in varibad (metalearner.py, vae.py): the encoder and decoder learn from
             # the ELBO alone, at a rate that is not annealed with the policy's (ppo.py anneals the
