@@ -59,9 +59,10 @@ def test_figures_claim_and_report(e5_run):
     claims = pd.read_csv(workdir / "results/claims.csv")
     rows = claims[claims["id"].str.startswith("e5_pearl_fewer_env_steps")]
     assert len(rows) == 4  # two families x (maml, rl2_10)
-    # one seed at smoke: the statistics cannot decide, and the table says why
-    assert set(rows["verdict"]) == {"inconclusive"} and rows["reason"].str.contains("need ≥ 3").all()
-    assert rows["lhs_mean"].notna().all() and rows["rhs_mean"].notna().all()
+    # at smoke the on-policy runs stop far short of PEARL's env-step budget: each row is kept and
+    # says so, rather than comparing PEARL with a shorter run (tests/test_matrix.py covers values)
+    assert set(rows["verdict"]) == {"missing"}, rows[["id", "verdict", "reason"]]
+    assert rows["reason"].str.contains("before the budget of").all()
     out = subprocess.run(["snakemake", "--report", "report.html", "E5"], cwd=workdir, capture_output=True, text=True)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     html = (workdir / "report.html").read_text()
