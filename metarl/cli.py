@@ -250,6 +250,9 @@ def main(argv=None) -> None:
         parser.error(f"unrecognized arguments: {' '.join(passthrough)}")
     args.passthrough = passthrough
     from metarl.utils.errors import USER_ERRORS
+    from metarl.utils.runtime import keep_freed_memory
+
+    keep_freed_memory()
 
     try:
         args.func(args)

@@ -1,6 +1,8 @@
-"""Device choice, seeding and RNG-state capture (for bit-exact resume)."""
+"""Device choice, seeding, RNG-state capture (for bit-exact resume) and the process's heap."""
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import random
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,6 +19,29 @@ def resolve_device(name: str = "auto") -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(f"device {name!r} requested but CUDA is not available")
     return device
+
+
+# glibc's mallopt parameters (malloc.h) and the values keep_freed_memory sets
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+MMAP_THRESHOLD = 32 << 20   # glibc's largest on 64-bit: blocks up to 32 MiB come from the heap
+TRIM_THRESHOLD = 256 << 20  # free heap the process keeps for its next allocations
+
+
+def keep_freed_memory() -> bool:
+    """Let the process reuse the memory PyTorch frees instead of handing it back to the OS.
+
+    By default glibc serves large blocks with fresh ``mmap`` s and trims the heap's free top, so a
+    training step whose activations are megabytes each (PEARL's encoder over a 16 x 1024 context:
+    4 MiB a layer) page-faults and zeroes its memory anew every step: about 5,000 minor faults and
+    a fifth of the step's CPU time (benchmarks/allocator.md). Process-wide, so the command line
+    calls it once at start-up, not the library. Returns whether it took effect (glibc only)."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"))
+    except (OSError, TypeError):  # no C library to load by name (e.g. Windows)
+        return False
+    if not hasattr(libc, "gnu_get_libc_version"):  # these parameter numbers are glibc's
+        return False
+    return bool(libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
 
 
 def seed_everything(seed: int) -> None:
