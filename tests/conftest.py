@@ -77,6 +77,56 @@ def random_policy_returns(family, tasks, episodes: int, seed: int = 0) -> torch.
     return baseline.adaptation_returns(tasks, episodes)
 
 
+class CountingEnv:
+    """Wraps a batched env for the protocol tests: counts its reset and step calls, and keeps each
+    reset's observations and each step's evaluation reward (the sparse one where the env reports
+    it), zero once an env's episode has ended."""
+
+    def __init__(self, env):
+        self.env, self.resets, self.steps, self.starts, self.rewards, self.done = env, 0, 0, [], [], None
+
+    def __getattr__(self, name):
+        return getattr(self.env, name)
+
+    def reset(self, *args, **kwargs):
+        obs = self.env.reset(*args, **kwargs)
+        self.resets += 1
+        self.starts.append(obs.clone())
+        self.rewards.append([])
+        self.done = torch.zeros(self.env.num_envs, dtype=torch.bool, device=obs.device)
+        return obs
+
+    def step(self, actions):
+        obs, reward, terminated, truncated, info = self.env.step(actions)
+        self.steps += 1
+        self.rewards[-1].append(torch.where(self.done, 0.0, info.get("sparse_reward", reward)))
+        self.done = self.done | terminated | truncated
+        return obs, reward, terminated, truncated, info
+
+
+class CountingFamily:
+    """Wraps a family so that every batched env it makes from now on is a ``CountingEnv`` (in
+    ``envs``); ``episodes`` and ``env_steps`` total them over the envs' parallel copies."""
+
+    def __init__(self, family):
+        self.family, self.envs = family, []
+
+    def __getattr__(self, name):
+        return getattr(self.family, name)
+
+    def make_batched(self, num_envs, device="cpu"):
+        self.envs.append(CountingEnv(self.family.make_batched(num_envs, device)))
+        return self.envs[-1]
+
+    @property
+    def episodes(self) -> int:
+        return sum(env.resets * env.num_envs for env in self.envs)
+
+    @property
+    def env_steps(self) -> int:
+        return sum(env.steps * env.num_envs for env in self.envs)
+
+
 def assert_resume_equals_uninterrupted(make) -> None:
     """Two training iterations of ``make()`` equal, bit for bit, one iteration followed by a fresh
     method that loads its state (and torch's RNG state) and trains the second: model, env steps

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import assert_resume_equals_uninterrupted, random_policy_returns
+from conftest import CountingFamily, assert_resume_equals_uninterrupted, random_policy_returns
 from torch.distributions import Categorical, Normal, kl_divergence
 
 from metarl.envs import get_family
@@ -160,43 +160,17 @@ def test_learns_tiny_gridworld():
 
 # ------------------------------------------------------------------ (c) the adaptation protocol
 
-class CountingEnv:
-    """Batched env wrapper recording resets, steps and the evaluation reward of every step."""
-
-    def __init__(self, env):
-        self.env, self.resets, self.steps, self.rewards, self.done = env, 0, 0, [], None
-
-    def reset(self, *args, **kwargs):
-        self.resets += 1
-        self.rewards.append([])
-        self.done = torch.zeros(self.env.num_envs, dtype=torch.bool)
-        return self.env.reset(*args, **kwargs)
-
-    def step(self, action):
-        self.steps += 1
-        obs, reward, terminated, truncated, info = self.env.step(action)
-        self.rewards[-1].append(torch.where(self.done, 0.0, info.get("sparse_reward", reward)))
-        self.done = self.done | terminated | truncated
-        return obs, reward, terminated, truncated, info
-
-    def __getattr__(self, name):
-        return getattr(self.env, name)
-
-
 @pytest.mark.parametrize("family, split, episodes", [("sparse_point_robot", "test", 4), ("gridworld", "test", 3),
                                                      ("reacher_2link", "D_double_prime", 2)])
-def test_adaptation_returns_play_exactly_the_episodes_and_equal_adapt(family, split, episodes, monkeypatch):
+def test_adaptation_returns_play_exactly_the_episodes_and_equal_adapt(family, split, episodes):
     torch.manual_seed(0)
     method = make(family, "D" if family == "reacher_2link" else "train", eval_prior_trajectories=2)
-    envs = []
-    make_batched = method.family.make_batched
-    monkeypatch.setattr(method.family, "make_batched", lambda *a, **k: envs.append(CountingEnv(make_batched(*a, **k)))
-                        or envs[-1])
+    method.family = CountingFamily(method.family)
     tasks = method.tasks[split][:5]
     torch.manual_seed(1)
     returns = method.adaptation_returns(tasks, episodes)
     assert returns.shape == (5, episodes)
-    (env,) = envs
+    (env,) = method.family.envs
     assert env.resets == episodes and env.steps == episodes * method.family.horizon
     # column k: the evaluation reward summed over the k-th episode, nothing after it ended
     played = torch.stack([torch.stack(r).sum(0) for r in env.rewards], 1)

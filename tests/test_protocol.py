@@ -5,6 +5,7 @@ import math
 import pandas as pd
 import pytest
 import torch
+from conftest import CountingFamily
 
 from metarl import config as metarl_config
 from metarl.envs import get_family
@@ -81,25 +82,6 @@ def test_method_without_the_protocol_says_so():
 # ------------------------------------------------------------------------ the random baseline
 
 
-class CountingEnv:
-    """Wraps a batched env, counting resets and steps (the protocol's episode accounting)."""
-
-    def __init__(self, env):
-        self.env, self.resets, self.steps, self.starts = env, 0, 0, []
-
-    def __getattr__(self, name):
-        return getattr(self.env, name)
-
-    def reset(self, *args, **kwargs):
-        self.resets += 1
-        self.starts.append(self.env.reset(*args, **kwargs))
-        return self.starts[-1]
-
-    def step(self, actions):
-        self.steps += 1
-        return self.env.step(actions)
-
-
 def random_method(family_name: str):
     family = get_family(family_name)
     tasks = generate_taskset(family_name, 3)["splits"]
@@ -115,16 +97,14 @@ def test_random_policy_sparse_return_matches_a_gymnasium_replay(monkeypatch):
     method, tasks = random_method("sparse_point_robot")
     # goals at and next to the start, so that the sparse return is nonzero (the dense one is < 0)
     family, test = method.family, [{"goal": [0.0, 0.0]}, {"goal": [0.1, 0.0]}, tasks["test"][0]]
-    made = []
-    monkeypatch.setattr(family, "make_batched", lambda n, device="cpu": made.append(CountingEnv(
-        type(family).make_batched(family, n, device))) or made[-1])
+    method.family = CountingFamily(family)
     recorded = []
     original = method._actions
     monkeypatch.setattr(method, "_actions", lambda n: recorded.append(original(n)) or recorded[-1])
     torch.manual_seed(0)
     returns = method.adaptation_returns(test, episodes=2)
     assert returns.shape == (3, 2)
-    env = made[0]
+    (env,) = method.family.envs
     assert env.resets == 2 and env.steps == 2 * family.horizon  # exactly 2 episodes per task
     assert (returns[0] > 0).all()
     for k in range(2):

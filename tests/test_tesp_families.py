@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import CountingFamily
 from test_tesp import reference_buffer, reference_context, reference_fast_update, sub
 from torch.func import functional_call
 
@@ -84,30 +85,6 @@ def test_one_iteration_and_protocol_returns_on_every_kind(family_name, variant):
 # ---------------------------------------------------------------------------------------------
 # The protocol: episode count, and each column against a plain sequential replay
 # ---------------------------------------------------------------------------------------------
-class CountingFamily:
-    """Wraps a family's batched envs to count the episodes (resets x envs) and steps they play."""
-
-    def __init__(self, family):
-        self.family, self.episodes, self.steps = family, 0, 0
-
-    def __getattr__(self, name):
-        return getattr(self.family, name)
-
-    def make_batched(self, num_envs, device="cpu"):
-        env, counter = self.family.make_batched(num_envs, device), self
-
-        class Counting(type(env)):
-            def reset(self, seed=None):
-                counter.episodes += self.num_envs
-                return super().reset(seed)
-
-            def step(self, actions):
-                counter.steps += self.num_envs
-                return super().step(actions)
-        env.__class__ = Counting
-        return env
-
-
 @pytest.mark.parametrize("family_name", ["point_robot", "gridworld"])
 @pytest.mark.parametrize("variant", ["tesp", "maml"])
 @pytest.mark.parametrize("episodes", [1, 2, 4])
@@ -118,7 +95,7 @@ def test_protocol_plays_exactly_the_episodes_asked(family_name, variant, episode
     returns = method.adaptation_returns(tasks, episodes)
     assert returns.shape == (5, episodes)
     assert method.family.episodes == 5 * episodes
-    assert method.family.steps == 5 * episodes * method.family.horizon
+    assert method.family.env_steps == 5 * episodes * method.family.horizon
 
 
 def play(method: TESP, env, params: dict, h, seed: int, noise: torch.Tensor) -> dict:

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import random_policy_returns
+from conftest import CountingFamily, random_policy_returns
 from test_vate import dense, gru_cell, linear
 
 from metarl.envs import get_family
@@ -171,32 +171,6 @@ def test_sparse_family_encoder_and_decoder_never_see_the_dense_reward():
     assert torch.equal(moved_elbo, plain_elbo)
 
 
-class CountingFamily:
-    """Wraps a family so that its batched envs count steps and resets and record reset observations."""
-
-    def __init__(self, family):
-        self.family, self.steps, self.resets, self.starts = family, 0, 0, []
-
-    def __getattr__(self, name):
-        return getattr(self.family, name)
-
-    def make_batched(self, num_envs, device="cpu"):
-        env, counter = self.family.make_batched(num_envs, device), self
-        step, reset = env.step, env.reset
-
-        def counted_step(actions):
-            counter.steps += num_envs
-            return step(actions)
-
-        def counted_reset(seed=None):
-            counter.resets += 1
-            counter.starts.append(reset(seed).clone())
-            return counter.starts[-1]
-
-        env.step, env.reset = counted_step, counted_reset
-        return env
-
-
 def sequential_greedy_meta_episode(model, task, starts, episodes):
     """A plain re-run on the gymnasium point robot, one step at a time: greedy mean action, clipped
     to [-1, 1] and scaled by 0.1, GRU over (s' with done flag, raw action, r); per-episode returns."""
@@ -230,10 +204,11 @@ def test_adaptation_returns_play_exactly_the_episodes_and_match_a_sequential_rer
     test = tasks["test"][:3]
     returns = method.adaptation_returns(test, episodes)
     assert returns.shape == (3, episodes)
-    assert counting.steps == 3 * episodes * HORIZON and counting.resets == episodes
+    (env,) = counting.envs
+    assert counting.env_steps == 3 * episodes * HORIZON and env.resets == episodes
     with torch.no_grad():
         for i, task in enumerate(test):
-            starts = [start[i] for start in counting.starts]
+            starts = [start[i] for start in env.starts]
             expected = sequential_greedy_meta_episode(method.model, task, starts, episodes)
             assert returns[i].tolist() == pytest.approx(expected, abs=1e-3)
 
