@@ -30,10 +30,10 @@ TRIM_THRESHOLD = 256 << 20  # free heap the process keeps for its next allocatio
 def keep_freed_memory() -> bool:
     """Let the process reuse the memory PyTorch frees instead of handing it back to the OS.
 
-    By default glibc serves large blocks with fresh ``mmap`` s and trims the heap's free top, so a
+    By default glibc maps large blocks afresh from the OS and trims the heap's free top, so a
     training step whose activations are megabytes each (PEARL's encoder over a 16 x 1024 context:
-    4 MiB a layer) page-faults and zeroes its memory anew every step: about 5,000 minor faults and
-    a fifth of the step's CPU time (benchmarks/allocator.md). Process-wide, so the command line
+    4 MiB a layer) page-faults and zeroes its memory anew every step: 2,400-5,500 minor faults and
+    about a fifth of the step's CPU time (benchmarks/allocator.md). Process-wide, so the command line
     calls it once at start-up, not the library. Returns whether it took effect (glibc only)."""
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c"))
