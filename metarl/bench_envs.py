@@ -212,6 +212,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/envs.md"))
     args = parser.parse_args(argv)
     device = str(resolve_device(args.device))
+    torch.set_num_threads(1)  # the report's pure-torch rows are per torch thread, as the pipeline's jobs run
     print("| family | frame skip | mj_step/s | limit | " + " | ".join(RATE_COLUMNS) + " |")
     rows = benchmark(args.families, args.duration, args.episode_steps)
     torch_lines = torch_benchmark(args.torch_families, args.duration, device)
