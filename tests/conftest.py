@@ -131,12 +131,10 @@ def assert_resume_equals_uninterrupted(make) -> None:
     """Two training iterations of ``make()`` equal, bit for bit, one iteration followed by a fresh
     method that loads its state (and torch's RNG state) and trains the second: model, env steps
     and, where the method has one, its replay buffer."""
-    import copy as _copy
-
     torch.manual_seed(0)
     a = make()
     a.train_iteration()
-    state, rng = _copy.deepcopy(a.state_dict()), torch.get_rng_state()
+    state, rng = copy.deepcopy(a.state_dict()), torch.get_rng_state()
     a.train_iteration()
     b = make()
     b.load_state_dict(state)
