@@ -42,9 +42,9 @@ def faults_per_step(mode: str) -> dict:
 def test_gradient_steps_reuse_freed_memory():
     default, kept = faults_per_step("default"), faults_per_step("keep")
     assert kept["took"] is True
-    # measured: 585-5,500 faults a step by default (glibc's thresholds adapt to the heap's history),
-    # 67-142 with the setting
-    assert kept["faults"] < 400 and kept["faults"] < default["faults"], (default, kept)
+    # both counts swing with the heap's history (default 585-6,330 a step, kept 67-483), so the bound is
+    # relative to the default measured in the same run; the largest kept/default ratio seen was 0.24
+    assert kept["faults"] < 0.5 * default["faults"], (default, kept)
     assert kept["weights"] == default["weights"]  # the allocator changes no number
 
 
