@@ -28,6 +28,20 @@ def _commit(repo: Path) -> str:
     return head.stdout.strip() + (" (with uncommitted changes)" if dirty else "")
 
 
+def _runs(results: Path) -> str:
+    """The finished runs behind the tables, e.g. ``E1 15 (gridworld: 15), E3 3 (sparse_point_robot: 3)``,
+    so a run of part of the DAG says which part; claims over experiments it lacks read *missing*."""
+    counts = {}
+    for eval_csv in sorted(results.glob("E[0-9]*/runs/*/*/seed*/eval.csv")):
+        experiment, family = eval_csv.parts[-6], eval_csv.parts[-4]
+        counts.setdefault(experiment, {}).setdefault(family, 0)
+        counts[experiment][family] += 1
+    if not counts:
+        return "none"
+    return ", ".join(f"{e} {sum(f.values())} ({', '.join(f'{k}: {n}' for k, n in f.items())})"
+                     for e, f in counts.items())
+
+
 def publish(results: Path, out: Path, scale: str, repo: Path) -> list[Path]:
     """Copy the files into a fresh ``out`` (replaced as a whole, so nothing stale survives)."""
     claims = results / "claims.md"
@@ -53,7 +67,8 @@ def publish(results: Path, out: Path, scale: str, repo: Path) -> list[Path]:
     listing = "\n".join(f"- `{path}`" for path in copied)
     (staging / "MANIFEST.md").write_text(
         f"# Reference results\n\nCopied by `metarl publish` from `{results}` on "
-        f"{datetime.date.today().isoformat()}.\n\n- commit: `{_commit(repo)}`\n- scale: `{scale}`\n\n{listing}\n")
+        f"{datetime.date.today().isoformat()}.\n\n- commit: `{_commit(repo)}`\n- scale: `{scale}`\n"
+        f"- finished runs (evaluated), per experiment: {_runs(results)}\n\n{listing}\n")
     shutil.rmtree(out, ignore_errors=True)
     staging.rename(out)
     return copied

@@ -26,6 +26,7 @@ def test_publish_copies_claims_tables_figures_and_cost(tmp_path):
     assert "total job time 0.02 h" in (out / "cost.txt").read_text()
     manifest = (out / "MANIFEST.md").read_text()
     assert "scale: `quick`" in manifest and "commit: `unknown (not a git checkout)`" in manifest
+    assert "finished runs (evaluated), per experiment: E1 1 (gridworld: 1)\n" in manifest
 
 
 def test_publish_refuses_a_run_without_claims(tmp_path):
