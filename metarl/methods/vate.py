@@ -397,8 +397,8 @@ class VATE(Method):
                 for optimizer in self._optimizers():
                     nn.utils.clip_grad_norm_(optimizer.params, hp.max_grad_norm)
                     optimizer.step()
-                stats.append([terms[k].item() for k in LOSS_TERMS])
-        stats = torch.tensor(stats).mean(0).tolist()
+                stats.append(torch.stack([terms[k].detach() for k in LOSS_TERMS]))  # no host sync per minibatch
+        stats = torch.stack(stats).mean(0).tolist()
         if self.vae_buffer:  # varibad metalearner.py: the VAE steps after the policy update
             stats[LOSS_TERMS.index("elbo_loss")] = sum(self._vae_step() for _ in range(hp.vae_updates)) / hp.vae_updates
         return {"return": traj["reward"].sum(0).mean().item(), **dict(zip(LOSS_TERMS, stats, strict=True))}
