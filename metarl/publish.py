@@ -42,7 +42,7 @@ def _runs(results: Path) -> str:
                      for e, f in counts.items())
 
 
-def publish(results: Path, out: Path, scale: str, repo: Path) -> list[Path]:
+def publish(results: Path, out: Path, scale: str, repo: Path, note: str = "") -> list[Path]:
     """Copy the files into a fresh ``out`` (replaced as a whole, so nothing stale survives)."""
     claims = results / "claims.md"
     if not claims.exists():
@@ -68,7 +68,8 @@ def publish(results: Path, out: Path, scale: str, repo: Path) -> list[Path]:
     (staging / "MANIFEST.md").write_text(
         f"# Reference results\n\nCopied by `metarl publish` from `{results}` on "
         f"{datetime.date.today().isoformat()}.\n\n- commit: `{_commit(repo)}`\n- scale: `{scale}`\n"
-        f"- finished runs (evaluated), per experiment: {_runs(results)}\n\n{listing}\n")
+        f"- finished runs (evaluated), per experiment: {_runs(results)}\n\n{listing}\n"
+        + (f"\n## Notes\n\n{note}\n" if note else ""))
     shutil.rmtree(out, ignore_errors=True)
     staging.rename(out)
     return copied
@@ -79,8 +80,10 @@ def main(argv=None) -> None:
     parser.add_argument("--results", default="results", help="the finished run's results folder")
     parser.add_argument("--out", default="docs/results", help="where the README's reference results live")
     parser.add_argument("--scale", required=True, help="the scale the run used (recorded in the MANIFEST)")
+    parser.add_argument("--note", default="", help="how the run was made, where it was not one plain `snakemake` "
+                        "(recorded in the MANIFEST)")
     args = parser.parse_args(argv)
-    copied = publish(Path(args.results), Path(args.out), args.scale, Path.cwd())
+    copied = publish(Path(args.results), Path(args.out), args.scale, Path.cwd(), args.note)
     print(f"published {len(copied)} files to {args.out}")
 
 

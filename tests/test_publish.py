@@ -18,7 +18,7 @@ def test_publish_copies_claims_tables_figures_and_cost(tmp_path):
     out = tmp_path / "docs" / "results"
     (out / "stale.md").parent.mkdir(parents=True)
     (out / "stale.md").write_text("from an older run")
-    copied = {str(p) for p in publish.publish(results, out, "quick", tmp_path)}
+    copied = {str(p) for p in publish.publish(results, out, "quick", tmp_path, note="E1 only")}
     assert copied == {"claims.md", "E1/table.md", "E1/figures/curves.png", "E5/matrix.md", "E5/figures/heatmap.png",
                       "cost.txt"}
     assert (out / "E5/matrix.md").read_text() == "| m |"
@@ -27,6 +27,7 @@ def test_publish_copies_claims_tables_figures_and_cost(tmp_path):
     manifest = (out / "MANIFEST.md").read_text()
     assert "scale: `quick`" in manifest and "commit: `unknown (not a git checkout)`" in manifest
     assert "finished runs (evaluated), per experiment: E1 1 (gridworld: 1)\n" in manifest
+    assert manifest.endswith("## Notes\n\nE1 only\n")
 
 
 def test_publish_refuses_a_run_without_claims(tmp_path):
