@@ -7,7 +7,7 @@ from conftest import assert_resume_equals_uninterrupted
 
 from metarl import config as metarl_config
 from metarl.envs import get_family
-from metarl.methods.pearl import PEARL
+from metarl.methods.pearl import PEARL, mlp
 
 LEARN_ITERATIONS = 6
 TINY = {"hidden": 32, "layers": 2, "encoder_hidden": 32, "encoder_layers": 2, "meta_batch": 4, "rl_batch": 16,
@@ -157,6 +157,28 @@ def test_networks_are_initialised_as_rlkit():
                 assert bias.abs().max() <= init_w, (name, i)
     torch.testing.assert_close(model.v_target.state_dict(), model.v.state_dict())
     assert not torch.equal(q_members[0][0][0], q_members[1][0][0])  # the twins start apart
+
+
+def test_torch_init_keeps_nn_linear_defaults():
+    # init="torch": every layer exactly as a fresh nn.Linear leaves it (weights and biases
+    # U(+-1/sqrt(in))), the reference being torch's own layers built from the same seed
+    torch.manual_seed(3)
+    net = mlp(7, 4, 32, 2, init="torch")
+    torch.manual_seed(3)
+    reference = [torch.nn.Linear(7, 32), torch.nn.Linear(32, 32), torch.nn.Linear(32, 4)]
+    linears = [m for m in net if isinstance(m, torch.nn.Linear)]
+    for layer, ref in zip(linears, reference, strict=True):
+        assert torch.equal(layer.weight, ref.weight) and torch.equal(layer.bias, ref.bias)
+    model = make(hidden=64, layers=2, init="torch").model
+    first_q = model.q.weights[0]                     # (2, in, hidden), stored transposed
+    assert first_q.abs().max() <= 1 / first_q.shape[1] ** 0.5
+    assert first_q.abs().max() > 1 / 64**0.5          # wider than rlkit's 1/sqrt(output width)
+    assert not (model.v[0].bias == 0.1).all()
+
+
+def test_unknown_init_is_named():
+    with pytest.raises(ValueError, match="init must be one of .* got 'xavier'"):
+        make(init="xavier")
 
 
 def sharp_factor(component: str) -> tuple[list[float], float, list[float]]:

@@ -39,6 +39,9 @@ from metarl.methods.base import FINAL_STAGE, Method
 from metarl.optim import Adam
 
 
+INITS = ("rlkit", "torch")
+
+
 @dataclasses.dataclass
 class Hyperparams:
     """Defaults are the paper's settings as oyster's MuJoCo configs use them (configs/*.json over
@@ -69,39 +72,48 @@ class Hyperparams:
     reward_scale: float = 5.0
     kl_lambda: float = 0.1
     policy_reg: float = 1e-3             # weight of the mean and log-std penalties (PEARL's code; continuous actions only)
+    init: str = "rlkit"                  # network initialisation: "rlkit" (oyster's, see mlp) or "torch" (nn.Linear's default)
     buffer_size: int = 1_000_000         # per train task
     eval_trajectories: int = 3           # online adaptation: trajectories per test task ...
     eval_prior_trajectories: int = 2     # ... of which the first ones use z from the prior
 
+    def __post_init__(self):
+        if self.init not in INITS:
+            raise ValueError(f"PEARL: init must be one of {INITS}, got {self.init!r}")
+
 
 # ---------------------------------------------------------------------------------- networks
 
-def mlp(inp: int, out: int, hidden: int, layers: int, init_w: float = 3e-3) -> nn.Sequential:
-    """ReLU MLP initialised as rlkit's ``Mlp`` (oyster rlkit/torch/networks.py): hidden weights
-    U(+-1/sqrt(size[0])) by rlkit's ``fanin_init``, where size[0] of torch's (out, in) weight is the
-    layer's *output* width (rlkit's quirk, reproduced), hidden biases 0.1, and the last layer's
-    weights and biases U(+-init_w)."""
+def mlp(inp: int, out: int, hidden: int, layers: int, init: str = "rlkit", init_w: float = 3e-3) -> nn.Sequential:
+    """ReLU MLP. ``init="rlkit"`` initialises it as rlkit's ``Mlp`` (oyster rlkit/torch/networks.py):
+    hidden weights U(+-1/sqrt(size[0])) by rlkit's ``fanin_init``, where size[0] of torch's (out, in)
+    weight is the layer's *output* width (rlkit's quirk, reproduced), hidden biases 0.1, and the last
+    layer's weights and biases U(+-init_w). ``init="torch"`` keeps ``nn.Linear``'s default
+    (weights and biases U(+-1/sqrt(in))), which quick's small-network sparse settings use
+    (benchmarks/pearl.md: the rlkit one learns several times slower there)."""
     sizes = [inp] + [hidden] * layers
     body = []
     for a, b in itertools.pairwise(sizes):
         linear = nn.Linear(a, b)
-        bound = 1 / math.sqrt(linear.weight.shape[0])
-        nn.init.uniform_(linear.weight, -bound, bound)
-        nn.init.constant_(linear.bias, 0.1)
+        if init == "rlkit":
+            bound = 1 / math.sqrt(linear.weight.shape[0])
+            nn.init.uniform_(linear.weight, -bound, bound)
+            nn.init.constant_(linear.bias, 0.1)
         body += [linear, nn.ReLU()]
     last = nn.Linear(sizes[-1], out)
-    nn.init.uniform_(last.weight, -init_w, init_w)
-    nn.init.uniform_(last.bias, -init_w, init_w)
+    if init == "rlkit":
+        nn.init.uniform_(last.weight, -init_w, init_w)
+        nn.init.uniform_(last.bias, -init_w, init_w)
     return nn.Sequential(*body, last)
 
 
 class EnsembleMLP(nn.Module):
     """``k`` MLPs with stacked weights evaluated by one batched matmul per layer (twin Q); each
-    member is initialised as its own rlkit MLP, then its (out, in) weights are stored transposed."""
+    member is initialised as its own ``mlp``, then its (out, in) weights are stored transposed."""
 
-    def __init__(self, k: int, inp: int, out: int, hidden: int, layers: int):
+    def __init__(self, k: int, inp: int, out: int, hidden: int, layers: int, init: str = "rlkit"):
         super().__init__()
-        members = [mlp(inp, out, hidden, layers) for _ in range(k)]
+        members = [mlp(inp, out, hidden, layers, init) for _ in range(k)]
         linears = [[m for m in member if isinstance(m, nn.Linear)] for member in members]
         self.weights = nn.ParameterList(nn.Parameter(torch.stack([ls[i].weight.T for ls in linears]))
                                         for i in range(len(linears[0])))
@@ -119,11 +131,11 @@ class EnsembleMLP(nn.Module):
 
 
 class TanhGaussianPolicy(nn.Module):
-    def __init__(self, inp: int, act_dim: int, hidden: int, layers: int):
+    def __init__(self, inp: int, act_dim: int, hidden: int, layers: int, init: str = "rlkit"):
         super().__init__()
         # one output layer for [mean, log-std]: the same as oyster's two heads, both U(+-1e-3)
         # (rlkit/torch/sac/policies.py TanhGaussianPolicy, init_w=1e-3)
-        self.net = mlp(inp, 2 * act_dim, hidden, layers, init_w=1e-3)
+        self.net = mlp(inp, 2 * act_dim, hidden, layers, init, init_w=1e-3)
 
     def forward(self, x: torch.Tensor, deterministic: bool = False, noise: torch.Tensor | None = None):
         """Action in [-1, 1]^act_dim, its log-probability, pre-tanh mean and log-std; ``noise``
@@ -145,9 +157,9 @@ class CategoricalPolicy(nn.Module):
     """Discrete SAC's policy (Christodoulou 2019): logits over the actions from an rlkit MLP whose
     last layer is U(+-1e-3) like the Gaussian policy's heads, so it starts near uniform."""
 
-    def __init__(self, inp: int, num_actions: int, hidden: int, layers: int):
+    def __init__(self, inp: int, num_actions: int, hidden: int, layers: int, init: str = "rlkit"):
         super().__init__()
-        self.net = mlp(inp, num_actions, hidden, layers, init_w=1e-3)
+        self.net = mlp(inp, num_actions, hidden, layers, init, init_w=1e-3)
 
     def log_probs(self, x: torch.Tensor) -> torch.Tensor:
         return F.log_softmax(self.net(x), -1)
@@ -167,14 +179,14 @@ class PEARLModel(nn.Module):
         super().__init__()
         self.latent = latent
         self.context_dim = obs_dim + act_dim + 1 + (obs_dim if hp.use_next_obs else 0)
-        self.encoder = mlp(self.context_dim, latent.param_dim, hp.encoder_hidden, hp.encoder_layers)
+        self.encoder = mlp(self.context_dim, latent.param_dim, hp.encoder_hidden, hp.encoder_layers, hp.init)
         if discrete:
-            self.policy = CategoricalPolicy(obs_dim + latent.dim, act_dim, hp.hidden, hp.layers)
-            self.q = EnsembleMLP(2, obs_dim + latent.dim, act_dim, hp.hidden, hp.layers)
+            self.policy = CategoricalPolicy(obs_dim + latent.dim, act_dim, hp.hidden, hp.layers, hp.init)
+            self.q = EnsembleMLP(2, obs_dim + latent.dim, act_dim, hp.hidden, hp.layers, hp.init)
         else:
-            self.policy = TanhGaussianPolicy(obs_dim + latent.dim, act_dim, hp.hidden, hp.layers)
-            self.q = EnsembleMLP(2, obs_dim + act_dim + latent.dim, 1, hp.hidden, hp.layers)
-        self.v = mlp(obs_dim + latent.dim, 1, hp.hidden, hp.layers)
+            self.policy = TanhGaussianPolicy(obs_dim + latent.dim, act_dim, hp.hidden, hp.layers, hp.init)
+            self.q = EnsembleMLP(2, obs_dim + act_dim + latent.dim, 1, hp.hidden, hp.layers, hp.init)
+        self.v = mlp(obs_dim + latent.dim, 1, hp.hidden, hp.layers, hp.init)
         self.v_target = copy.deepcopy(self.v).requires_grad_(False)
 
     def factors(self, context: torch.Tensor) -> torch.Tensor:
