@@ -90,7 +90,7 @@ def mlp(inp: int, out: int, hidden: int, layers: int, init: str = "rlkit", init_
     weight is the layer's *output* width (rlkit's quirk, reproduced), hidden biases 0.1, and the last
     layer's weights and biases U(+-init_w). ``init="torch"`` keeps ``nn.Linear``'s default
     (weights and biases U(+-1/sqrt(in))), which quick's small-network sparse settings use
-    (benchmarks/pearl.md: the rlkit one learns several times slower there)."""
+    (benchmarks/pearl.md: with rlkit's, prior-z trajectories there all head for one spot)."""
     sizes = [inp] + [hidden] * layers
     body = []
     for a, b in itertools.pairwise(sizes):
@@ -134,7 +134,7 @@ class TanhGaussianPolicy(nn.Module):
     def __init__(self, inp: int, act_dim: int, hidden: int, layers: int, init: str = "rlkit"):
         super().__init__()
         # one output layer for [mean, log-std]: the same as oyster's two heads, both U(+-1e-3)
-        # (rlkit/torch/sac/policies.py TanhGaussianPolicy, init_w=1e-3)
+        # with init "rlkit" (rlkit/torch/sac/policies.py TanhGaussianPolicy, init_w=1e-3)
         self.net = mlp(inp, 2 * act_dim, hidden, layers, init, init_w=1e-3)
 
     def forward(self, x: torch.Tensor, deterministic: bool = False, noise: torch.Tensor | None = None):
@@ -154,8 +154,8 @@ class TanhGaussianPolicy(nn.Module):
 
 
 class CategoricalPolicy(nn.Module):
-    """Discrete SAC's policy (Christodoulou 2019): logits over the actions from an rlkit MLP whose
-    last layer is U(+-1e-3) like the Gaussian policy's heads, so it starts near uniform."""
+    """Discrete SAC's policy (Christodoulou 2019): logits over the actions from an MLP whose last
+    layer, with init "rlkit", is U(+-1e-3) like the Gaussian policy's heads, so it starts near uniform."""
 
     def __init__(self, inp: int, num_actions: int, hidden: int, layers: int, init: str = "rlkit"):
         super().__init__()
