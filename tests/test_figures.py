@@ -93,3 +93,35 @@ def test_belief_figure_takes_exactly_one_model(tmp_path):
     with pytest.raises(SystemExit, match="draws one model"):
         cli.main(["figure", "belief", "--models", "a.pt", "b.pt", "--taskset", "t.json", "--style", STYLE,
                   "--out", str(tmp_path / "x.png")])
+
+
+def test_stage_panels_each_show_their_own_family_stages_in_order(tmp_path):
+    """E3 mixes families with 3 adaptation trajectories and one with 20: each panel's x axis has
+    its own family's stages in numeric order (traj_2 before traj_10), each method's points are the
+    means over seeds, and the CLI writes the figure."""
+    import json
+
+    from metarl.analysis.plots import stages_grid
+
+    rows = []
+    for family, count in (("cheetah_vel", 3), ("sparse_point_robot", 12)):
+        for method, offset in (("pearl", 0.0), ("pearl_ctx", 100.0)):
+            for seed in (0, 1):
+                for k in range(1, count + 1):
+                    for stage in (f"traj_{k}",) + (("final",) if k == count else ()):
+                        rows.append({"family": family, "split": "test", "method": method, "seed": seed, "task": 0,
+                                     "stage": stage, "return": offset + 10 * k + seed})
+    evals = pd.DataFrame(rows)
+    grid = stages_grid(evals, json.loads(STYLE))
+    ticks = {family: [t.get_text() for t in ax.get_xticklabels()] for family, ax in grid.axes_dict.items()}
+    assert ticks == {"cheetah_vel": ["traj_1", "traj_2", "traj_3"],
+                     "sparse_point_robot": [f"traj_{k}" for k in range(1, 13)]}
+    ax = grid.axes_dict["cheetah_vel"]
+    drawn = sorted(tuple(np.round(line.get_ydata(), 6)) for line in ax.lines if len(line.get_ydata()) == 3)
+    assert drawn == [(10.5, 20.5, 30.5), (110.5, 120.5, 130.5)]  # mean over seeds 0 and 1 per stage
+    assert sorted(t.get_text() for t in grid.legend.texts) == ["pearl", "pearl_ctx"]
+
+    data, png = tmp_path / "evals.csv", tmp_path / "stages.png"
+    evals.to_csv(data, index=False)
+    cli.main(["plot", "stages", "--data", str(data), "--style", STYLE, "--out", str(png)])
+    assert imread(png).shape[1] > 0

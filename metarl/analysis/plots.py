@@ -74,23 +74,41 @@ def plot_curves(curves: pd.DataFrame, out_png, style: dict, reference: dict | No
     _save(grid, out_png, style["dpi"])
 
 
-def plot_stages(evals: pd.DataFrame, out_png, style: dict, title: str = "", metric: str = "return",
-                label: str = "return") -> None:
-    """The ``metric`` column (named ``label``) at each evaluation stage (episode k, adaptation
-    trajectory k, fast update k)."""
+def stages_grid(evals: pd.DataFrame, style: dict, metric: str = "return", label: str = "return") -> sns.FacetGrid:
+    """The figure of ``plot_stages``, unsaved. Each panel's x axis holds its own family's stages
+    in their order: families differ in how many they have (3 trajectories vs 20)."""
     apply_style(style)
     require_metric(evals, metric)
     per_seed = evals.groupby(["family", "split", "method", "seed", "stage"], as_index=False)[metric].mean()
     per_seed = per_seed[per_seed.stage != FINAL_STAGE]
     order = [s for s in stage_order(evals) if s != FINAL_STAGE]
-    grid = sns.catplot(data=per_seed, x="stage", y=metric, hue="method", **_facets(per_seed),
-                       kind="point", order=order, errorbar=ERRORBAR[style["spread"]],
-                       dodge=0.3 if per_seed.method.nunique() > 1 else False,
-                       sharey=False, height=3.2, aspect=1.3)
+    methods = sorted(per_seed.method.unique())
+    palette = dict(zip(methods, sns.color_palette(n_colors=len(methods)), strict=True))
+
+    def draw(data: pd.DataFrame, **_) -> None:
+        present = set(data.stage)
+        sns.pointplot(data=data, x="stage", y=metric, hue="method", hue_order=methods, palette=palette,
+                      order=[s for s in order if s in present], errorbar=ERRORBAR[style["spread"]],
+                      dodge=0.3 if len(methods) > 1 else False, ax=plt.gca())
+
+    grid = sns.FacetGrid(per_seed, **_facets(per_seed), sharex=False, sharey=False, height=3.2, aspect=1.3)
+    grid.map_dataframe(draw)
     _title_panels(grid, per_seed)
     grid.set_axis_labels("evaluation stage", label)
     for ax in grid.axes.flat:
         ax.tick_params(axis="x", rotation=45)
+        if ax.get_legend() is not None:
+            ax.get_legend().remove()
+    grid.add_legend(legend_data={m: plt.Line2D([], [], color=palette[m], marker="o") for m in methods},
+                    title="method")
+    return grid
+
+
+def plot_stages(evals: pd.DataFrame, out_png, style: dict, title: str = "", metric: str = "return",
+                label: str = "return") -> None:
+    """The ``metric`` column (named ``label``) at each evaluation stage (episode k, adaptation
+    trajectory k, fast update k), one panel per (split, family)."""
+    grid = stages_grid(evals, style, metric, label)
     if title:
         grid.figure.suptitle(title, y=1.02)
     _save(grid, out_png, style["dpi"])
