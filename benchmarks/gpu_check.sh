@@ -158,6 +158,8 @@ EOF
 # takes minutes on some machines and must not cost the numbers above
 step bench_pearl_compiled 150 "$PY" -m metarl bench pearl --family cheetah_vel --scale $BENCH_SCALES \
   --device "$DEVICE" --mode compiled --threads 1 --grad-steps "$GRAD_STEPS" --out "$WORK/bench_pearl_compiled.md"
+step bench_vate_compiled 90 "$PY" -m metarl bench vate --scale $BENCH_SCALES --device "$DEVICE" --mode compiled \
+  --threads 1 --out "$WORK/bench_vate_compiled.md"
 
 # ---------------------------------------------------------------------------------- the report
 section() {  # section TITLE FILE [LOG]: the file's Markdown, else the end of the log
@@ -185,6 +187,7 @@ section() {  # section TITLE FILE [LOG]: the file's Markdown, else the end of th
   section "metarl bench pearl" "$WORK/bench_pearl.md" "$WORK/bench_pearl.log"
   section "metarl bench pearl, compiled" "$WORK/bench_pearl_compiled.md" "$WORK/bench_pearl_compiled.log"
   section "metarl bench vate" "$WORK/bench_vate.md" "$WORK/bench_vate.log"
+  section "metarl bench vate, compiled" "$WORK/bench_vate_compiled.md" "$WORK/bench_vate_compiled.log"
   section "metarl bench tesp" "$WORK/bench_tesp.md" "$WORK/bench_tesp.log"
   echo; echo "## Training slices at scale $SCALE through metarl.training.train, per phase"
   for s in slice_pearl_cheetah_vel slice_vate_gridworld slice_tesp_reacher_2link slice_pearl_dir24; do

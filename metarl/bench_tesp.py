@@ -8,8 +8,12 @@ stepping + policy inference) and in gradient work (fast updates, meta-update) co
 instrumentation of metarl.profiling. Rates are per CPU second of this process
 (``time.process_time``, all its threads), which stays meaningful on a machine shared with other
 jobs; wall-clock seconds are reported too. For reference, ``env only`` is the batched env of the
-same size stepped with random actions (no policy, no learning). ``mode`` is how the updates run:
-only ``eager`` exists so far (no compile switch yet).
+same size stepped with random actions (no policy, no learning). ``mode`` is config.yaml's
+``compile`` switch: ``eager`` (off) or ``compiled`` (on; metarl.compiling). One untimed warm-up
+meta-update comes first, reported as ``first meta-update CPU s``: with ``compiled`` it includes
+compilation, cold or warm depending on the inductor cache (``$TORCHINDUCTOR_CACHE_DIR``). Rates
+come from plain timing in both modes; the shares from as many meta-updates again under the phase
+instrumentation, in eager mode only (its timers wrap methods the compiled code calls).
 
 Usage: ``metarl bench tesp --scale quick --threads 1 2 --out benchmarks/tesp.md``
 """
@@ -24,6 +28,7 @@ import numpy as np
 import torch
 import yaml
 
+from metarl.bench_pearl import cpu_seconds, timed
 from metarl.config import run_spec
 from metarl.envs import get_family
 from metarl.methods.tesp import TESP
@@ -33,7 +38,7 @@ from metarl.utils.runtime import resolve_device
 
 FAMILIES = ("wheeled", "small_ant", "reacher_2link", "reacher_4link")
 CONFIG = Path(__file__).resolve().parent.parent / "config.yaml"
-MODES = ("eager",)
+MODES = {"eager": "off", "compiled": "on"}  # bench mode -> config.yaml compile
 
 
 def env_only_rate(family, num_envs: int) -> float:
@@ -63,15 +68,21 @@ def measure(family_name: str, method: str, scale: str, mode: str, device: torch.
     torch.manual_seed(0)
     agent = TESP(family, tasks, TESP.make_hparams(spec["hparams"]), spec["train_split"], device)
     hp = agent.hp
-    t = time_iterations(agent, "tesp", iterations, device)
+    agent.use_compile(MODES[mode])
+    first = cpu_seconds()
+    agent.train_iteration()  # warm-up (allocator, lazy initialisation, compilation)
+    first, steps_before = cpu_seconds() - first, agent.env_steps
+    wall, cpu = timed(agent.train_iteration, iterations, device, warm_up=False)
+    steps = (agent.env_steps - steps_before) / iterations
+    shares = time_iterations(agent, "tesp", iterations, device) if mode == "eager" else None
+    share = (lambda key: f"{100 * shares[key]:.0f} %") if shares else (lambda key: "n/a")
     return {
         "family": family_name, "method": method, "scale": scale, "mode": mode, "device": str(device),
         "threads": threads, "envs": hp.meta_batch * hp.episodes_per_task,
-        "env steps / meta-update": agent.env_steps / iterations,
-        "CPU s / meta-update": t["cpu_s"], "wall s / meta-update": t["wall_s"],
-        "collection share": f"{100 * t['collection_share']:.0f} %",
-        "gradient share": f"{100 * t['gradient_share']:.0f} %",
-        "env steps / CPU s": agent.env_steps / (t["cpu_s"] * iterations),
+        "env steps / meta-update": steps, "first meta-update CPU s": first,
+        "CPU s / meta-update": cpu, "wall s / meta-update": wall,
+        "collection share": share("collection_share"), "gradient share": share("gradient_share"),
+        "env steps / CPU s": steps / cpu,
         "env only: steps / CPU s": env_only_rate(family, hp.meta_batch * hp.episodes_per_task),
     }
 
@@ -84,8 +95,8 @@ def report(rows: list[dict], device: torch.device) -> str:
         (f"Measured {datetime.date.today()}: {machine_line(device, None)}. Produced by `metarl bench tesp` "
          "(`metarl/bench_tesp.py`): hyper-parameters from config.yaml's E2 block at the given scale; rates "
          "per CPU second of the benchmark process (see the module docstring). One meta-update = warm-up + "
-         "K + 1 sampling rounds, K batched fast updates and the PPO epochs; no warm-up meta-update is "
-         "excluded. Shares: exclusive time of collection (env stepping, policy inference) and gradient work "
+         "K + 1 sampling rounds, K batched fast updates and the PPO epochs; one untimed warm-up meta-update "
+         "(which compiles, in `compiled` mode) comes first. Shares (eager only): exclusive time of collection (env stepping, policy inference) and gradient work "
          "(fast updates, PPO meta-update) per `metarl.profiling`."),
         "",
         "| " + " | ".join(columns) + " |",

@@ -4,10 +4,12 @@ network and batch sizes: 128 envs x one 45-step meta-episode per iteration, PPO 
 minibatches; they differ in the number of iterations only).
 
 Each setting builds the method, runs one untimed warm-up iteration, then times ``--iterations``
-iterations; the shares of collection (env stepping, policy and belief inference) and of the
+iterations, and in eager mode as many again under the phase instrumentation; the shares of collection (env stepping, policy and belief inference) and of the
 PPO/ELBO update come from the instrumentation of metarl.profiling. Wall and process CPU time are
-reported (CPU time stays meaningful on a shared machine). ``mode`` is how the update runs: only
-``eager`` exists so far (no compile switch yet).
+reported (CPU time stays meaningful on a shared machine; it includes inductor's C++ compiler,
+which runs in child processes). ``mode`` is config.yaml's ``compile`` switch: ``eager`` (off) or
+``compiled`` (on; metarl.compiling); the warm-up iteration, reported as ``first iteration``,
+includes compilation, cold or warm depending on the inductor cache (``$TORCHINDUCTOR_CACHE_DIR``).
 
 Usage: ``metarl bench vate --scale quick --threads 1 2 --out benchmarks/vate_bench.md``
 """
@@ -23,14 +25,15 @@ import yaml
 from metarl.config import run_spec
 from metarl.envs import get_family
 from metarl.methods.vate import VATE
+from metarl.bench_pearl import cpu_seconds, timed
 from metarl.profiling import machine_line, time_iterations
 from metarl.utils.io import save_text
 from metarl.utils.runtime import resolve_device
 
 CONFIG = Path(__file__).resolve().parent.parent / "config.yaml"
-MODES = ("eager",)
-COLUMNS = ("method", "scale", "mode", "device", "threads", "envs", "env steps / iteration", "wall ms / iteration",
-           "CPU ms / iteration", "collection share", "update share", "env steps / wall s")
+MODES = {"eager": "off", "compiled": "on"}  # bench mode -> config.yaml compile
+COLUMNS = ("method", "scale", "mode", "device", "threads", "envs", "env steps / iteration", "first iteration CPU s",
+           "wall ms / iteration", "CPU ms / iteration", "collection share", "update share", "env steps / wall s")
 
 
 def measure(method: str, scale: str, mode: str, device: torch.device, threads: int, iterations: int,
@@ -44,15 +47,22 @@ def measure(method: str, scale: str, mode: str, device: torch.device, threads: i
     tasks = family.sample_splits(np.random.default_rng(config["taskset_seed"]))
     torch.manual_seed(0)
     agent = VATE(family, tasks, VATE.make_hparams(spec["hparams"]), spec["train_split"], device)
-    agent.train_iteration()  # warm-up (allocator, lazy initialisation)
+    agent.use_compile(MODES[mode])
+    first = cpu_seconds()
+    agent.train_iteration()  # warm-up (allocator, lazy initialisation, compilation)
+    first = cpu_seconds() - first
     steps_before = agent.env_steps
-    t = time_iterations(agent, "vate", iterations, device)
+    wall, cpu = timed(agent.train_iteration, iterations, device, warm_up=False)
     steps = (agent.env_steps - steps_before) / iterations
+    # the shares come from the phase instrumentation, which wraps methods the compiled code calls
+    # (its timers would break and re-trace the compiled graphs): eager only
+    shares = time_iterations(agent, "vate", iterations, device) if mode == "eager" else None
+    share = (lambda key: f"{100 * shares[key]:.0f} %") if shares else (lambda key: "n/a")
     return {"method": method, "scale": scale, "mode": mode, "device": str(device), "threads": threads,
-            "envs": agent.hp.num_envs, "env steps / iteration": f"{steps:,.0f}",
-            "wall ms / iteration": f"{t['wall_s'] * 1e3:,.0f}", "CPU ms / iteration": f"{t['cpu_s'] * 1e3:,.0f}",
-            "collection share": f"{100 * t['collection_share']:.0f} %",
-            "update share": f"{100 * t['gradient_share']:.0f} %", "env steps / wall s": f"{steps / t['wall_s']:,.0f}"}
+            "envs": agent.hp.num_envs, "env steps / iteration": f"{steps:,.0f}", "first iteration CPU s": f"{first:.1f}",
+            "wall ms / iteration": f"{wall * 1e3:,.0f}", "CPU ms / iteration": f"{cpu * 1e3:,.0f}",
+            "collection share": share("collection_share"), "update share": share("gradient_share"),
+            "env steps / wall s": f"{steps / wall:,.0f}"}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,16 +1,21 @@
-"""config.yaml's ``compile`` switch (metarl.compiling): PEARL's compiled gradient step and
-collection policy against the eager code, which tests/test_pearl_reference.py checks against oyster.
+"""config.yaml's ``compile`` switch (metarl.compiling): each method's compiled hot paths against
+its eager code, which the methods' own tests check against independent references (oyster's step
+for PEARL, per-task loops for TESP, step-by-step re-implementations for VATE).
 
 Compilation is slow on this CPU (tens of seconds cold; the inductor cache makes reruns faster),
-so one small test covers both phases of the step, the policy forward and determinism."""
+so one small test per method covers its compiled paths and determinism."""
 import numpy as np
 import pytest
 import torch
+from test_tesp import PointGoalFamily
+from test_tesp import TINY as TESP_TINY
 
 from metarl import compiling
 from metarl.config import run_spec
 from metarl.envs import get_family
 from metarl.methods.pearl import PEARL
+from metarl.methods.tesp import TESP
+from metarl.methods.vate import VATE
 
 HP = {"hidden": 16, "layers": 2, "encoder_hidden": 16, "encoder_layers": 2, "meta_batch": 3, "rl_batch": 8,
       "context_batch": 5, "lr": 3e-3, "kl_lambda": 0.5, "gamma": 0.9, "tau": 0.05}
@@ -67,3 +72,74 @@ def test_compile_switch_reaches_the_method_and_reads_yaml_booleans(config):
     assert compiling.resolve("on", torch.device("cpu"))
     with pytest.raises(ValueError, match="compile: 'fast'"):
         compiling.resolve("fast", torch.device("cpu"))
+
+
+def assert_agree_and_repeat(eager: list[torch.Tensor], compiled: list[torch.Tensor], again: list[torch.Tensor],
+                            initial: list[torch.Tensor]) -> None:
+    """Compiled within float tolerance of eager, bit-identical on a rerun, and training moved the weights."""
+    for mine, reference, rerun in zip(compiled, eager, again, strict=True):
+        torch.testing.assert_close(mine, reference, rtol=1e-4, atol=1e-5)
+        assert torch.equal(mine, rerun)  # same seed, same numbers
+    assert any(not torch.allclose(a, b) for a, b in zip(eager, initial, strict=True))
+
+
+def tesp(compile_mode: str) -> TESP:
+    torch.manual_seed(0)
+    family = PointGoalFamily()  # episodes of different lengths, so the encoder's masking is exercised
+    method = TESP(family, family.sample_splits(np.random.default_rng(0)), TESP.make_hparams(TESP_TINY), "train",
+                  torch.device("cpu"))
+    method.use_compile(compile_mode)
+    return method
+
+
+def tesp_run(method: TESP) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Parameters (learning rates included) after a meta-update, and a test evaluation's returns."""
+    method.train_iteration()
+    returns = torch.tensor(method.evaluate(method.tasks["test"])["return"].to_numpy())
+    return [p.detach().clone() for p in method.model.parameters()], returns
+
+
+@pytest.mark.slow
+def test_compiled_tesp_agrees_with_eager_and_repeats():
+    initial = [p.detach().clone() for p in tesp("off").model.parameters()]
+    eager_params, eager_returns = tesp_run(tesp("off"))
+    compiled = tesp("on")
+    assert compiled._pg_loss is not compiled.pg_loss and compiled._surrogate is not compiled.surrogate
+    params, returns = tesp_run(compiled)
+    again_params, again_returns = tesp_run(tesp("on"))
+    assert_agree_and_repeat(eager_params, params, again_params, initial)
+    torch.testing.assert_close(returns, eager_returns, rtol=1e-4, atol=1e-4)
+    assert torch.equal(returns, again_returns)
+
+
+def vate(compile_mode: str, **hparams) -> VATE:
+    torch.manual_seed(0)
+    family = get_family("gridworld")
+    hparams = {"num_envs": 8, "encoder_hidden": 16, "embed_dim": 8, "policy_hidden": 16, "decoder_hidden": 16,
+               "latent_dim": 4, "ppo_epochs": 2, "minibatches": 2, **hparams}
+    method = VATE(family, family.sample_splits(np.random.default_rng(0)), VATE.make_hparams(hparams), "train",
+                  torch.device("cpu"))
+    method.use_compile(compile_mode)
+    return method
+
+
+def vate_run(method: VATE) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Parameters after three iterations and a greedy evaluation's returns."""
+    for _ in range(3):
+        method.train_iteration()
+    returns = torch.tensor(method.evaluate(method.tasks["test"][:8])["return"].to_numpy())
+    return [p.detach().clone() for p in method.model.parameters()], returns
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("hparams", [{}, {"detach_encoder": True, "vae_buffer_size": 16, "vae_batch": 4}],
+                         ids=["vate", "vate_detach_vae_buffer"])
+def test_compiled_vate_agrees_with_eager_and_repeats(hparams):
+    initial = [p.detach().clone() for p in vate("off", **hparams).model.parameters()]
+    eager_params, eager_returns = vate_run(vate("off", **hparams))
+    compiled = vate("on", **hparams)
+    assert compiled._losses is not compiled.losses and compiled._act is not compiled.model.act
+    params, returns = vate_run(compiled)
+    again_params, again_returns = vate_run(vate("on", **hparams))
+    assert_agree_and_repeat(eager_params, params, again_params, initial)
+    assert torch.equal(returns, eager_returns) and torch.equal(returns, again_returns)  # greedy on the gridworld

@@ -47,6 +47,7 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
+from metarl import compiling
 from metarl.envs.base import BatchedEnv, Task, TaskFamily
 from metarl.methods.base import FINAL_STAGE, Method
 from metarl.nets import mlp
@@ -307,6 +308,19 @@ class TESP(Method):
         self.model = TESPModel(family.obs_dim, family.act_dim, hparams, family.discrete).to(device)
         self.optimizer = Adam([p for p in self.model.parameters() if p.requires_grad], lr=hparams.lr)
         self._envs: dict[int, BatchedEnv] = {}
+        self._sample, self._pg_loss, self._surrogate = self.model.sample, self.pg_loss, self.surrogate
+
+    def use_compile(self, mode: str) -> None:
+        """config.yaml's ``compile`` switch (metarl.compiling): compiles the policy's part of every
+        hot path: the per-step forward of collection, the fast updates' policy-gradient loss and the
+        PPO objective of the meta-update (their backward through AOT autograd). The encoder stays
+        eager: its per-step GRU loop, unrolled, took minutes to compile per batch shape on CPU
+        (benchmarks/compile.md)."""
+        super().use_compile(mode)
+        if self.compiled:
+            self._sample = compiling.compiled(self.model.sample, self.device)
+            self._pg_loss = compiling.compiled(self.pg_loss, self.device)
+            self._surrogate = compiling.compiled(self.surrogate, self.device)
 
     # -- sampling -------------------------------------------------------------------------------
     def _env(self, tasks: list[Task], episodes_per_task: int) -> BatchedEnv:
@@ -329,7 +343,7 @@ class TESP(Method):
         alive = torch.ones(num_tasks, E, dtype=torch.bool, device=obs.device)
         for t in range(L):
             obs = obs.reshape(num_tasks, E, -1)
-            action, ep.logp[:, :, t] = self.model.sample(p, obs, h)
+            action, ep.logp[:, :, t] = self._sample(p, obs, h)
             env_action = action.argmax(-1).reshape(-1) if env.discrete else action.reshape(env.num_envs, -1)
             next_obs, reward, terminated, truncated, info = env.step(env_action)
             ep.obs[:, :, t], ep.actions[:, :, t], ep.valid[:, :, t] = obs, action, alive
@@ -347,7 +361,7 @@ class TESP(Method):
 
     # -- adaptation (inner loop) ----------------------------------------------------------------
     def pg_loss(self, p: dict[str, Tensor], h: Tensor | None, ep: Episodes, adv: Tensor) -> Tensor:
-        """Vanilla policy-gradient loss per task ``(T,)``."""
+        """Vanilla policy-gradient loss per task ``(T,)`` (compiled when enabled)."""
         T, E, L = ep.rewards.shape
         logp = self.model.log_prob(p, ep.obs.reshape(T, E * L, -1), h, ep.actions.reshape(T, E * L, -1))
         return -(logp.reshape(T, E, L) * adv).sum((1, 2)) / ep.valid.sum((1, 2))
@@ -360,7 +374,7 @@ class TESP(Method):
         p = {**shared, **{n: v.detach().requires_grad_() for n, v in fast.items()}}
         with torch.enable_grad():
             h = self.model.context(p, buffer, ep.rewards.shape[0])
-            loss = self.pg_loss(p, h, ep, advantages(ep, self.hp.gamma, self.hp.gae_lambda)).sum()
+            loss = self._pg_loss(p, h, ep, advantages(ep, self.hp.gamma, self.hp.gae_lambda)).sum()
             grads = dict(zip(fast, torch.autograd.grad(loss, [p[n] for n in fast])))
         norm = torch.stack([g.flatten(1).pow(2).sum(1) for g in grads.values()]).sum(0).sqrt()  # (T,)
         scale = (self.hp.inner_grad_clip / norm).clamp(max=1.0)  # tf.clip_by_global_norm
@@ -418,11 +432,15 @@ class TESP(Method):
         for n in self.model.fast_names:
             p[n] = p[n].unsqueeze(0) - alpha[n].unsqueeze(0) * ad.grad_sum[n][idx]
         ep = ad.episodes.index(idx)
+        h = self.model.context(p, None if ad.buffer is None else ad.buffer.index(idx), len(idx))
+        return self._surrogate(p, h, ep, adv[idx])
+
+    def surrogate(self, p: dict[str, Tensor], h: Tensor | None, ep: Episodes, adv: Tensor) -> tuple[Tensor, Tensor]:
+        """``meta_loss`` given the embeddings ``h`` (compiled when enabled)."""
         T, E, L = ep.rewards.shape
-        h = self.model.context(p, None if ad.buffer is None else ad.buffer.index(idx), T)
         logp = self.model.log_prob(p, ep.obs.reshape(T, E * L, -1), h, ep.actions.reshape(T, E * L, -1)).reshape(T, E, L)
         ratio = torch.exp(logp - ep.logp)
-        surrogate = torch.min(ratio * adv[idx], ratio.clamp(1 - self.hp.ppo_clip, 1 + self.hp.ppo_clip) * adv[idx])
+        surrogate = torch.min(ratio * adv, ratio.clamp(1 - self.hp.ppo_clip, 1 + self.hp.ppo_clip) * adv)
         loss = -((surrogate * ep.valid).sum((1, 2)) / ep.valid.sum((1, 2))).mean()
         # the mean square entry of h, not its squared norm: the authors' regulariser, for which the
         # paper's eta values were set (llan-ml/tesp tesp/rllib_models/rllib_tesp.py, loss())

@@ -62,6 +62,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from metarl import compiling
 from metarl.envs.base import Task, TaskFamily
 from metarl.methods.base import FINAL_STAGE, Method
 from metarl.nets import mlp
@@ -269,6 +270,19 @@ class VATE(Method):
                                "next_obs": torch.zeros(T, N, obs_dim, device=device),
                                "action": action, "eval_reward": torch.zeros(T, N, device=device)}
             self.vae_buffer_filled = torch.zeros((), dtype=torch.long)
+        self._losses, self._vae_loss = self.losses, self.vae_loss
+        self._act, self._encode_step = self.model.act, self.model.encode_step
+
+    def use_compile(self, mode: str) -> None:
+        """config.yaml's ``compile`` switch (metarl.compiling): compiles the PPO/ELBO loss of a
+        minibatch (forward and, through AOT autograd, backward; the fused GRU call stays eager), the
+        buffered VAE's ELBO, and the two per-step forwards of a rollout (policy, belief update)."""
+        super().use_compile(mode)
+        if self.compiled:
+            self._losses = compiling.compiled(self.losses, self.device)
+            self._vae_loss = compiling.compiled(self.vae_loss, self.device)
+            self._act = compiling.compiled(self.model.act, self.device)
+            self._encode_step = compiling.compiled(self.model.encode_step, self.device)
 
     def _cell(self, obs) -> torch.Tensor:
         """Grid cell index x·size + y from the scaled position in the observation."""
@@ -296,12 +310,12 @@ class VATE(Method):
         for t in range(self.family.horizon * (episodes or self.episodes)):
             if t % self.family.horizon == 0:
                 obs = self._observe(env.reset(), none_done)
-            action, logp = model.act(obs, belief, greedy)
+            action, logp = self._act(obs, belief, greedy)
             next_obs, reward, terminated, truncated, info = env.step(action if self.discrete else self._env_action(action))
             next_obs = self._observe(next_obs, terminated | truncated)
             eval_reward = info.get("sparse_reward", reward)
             traj["belief"].append(belief)
-            belief, hidden = model.encode_step(next_obs, action, eval_reward, hidden)
+            belief, hidden = self._encode_step(next_obs, action, eval_reward, hidden)
             for k, v in zip(keys[:-1], (obs, action, logp, reward, eval_reward, next_obs), strict=True):
                 traj[k].append(v)
             obs = next_obs
@@ -390,7 +404,7 @@ class VATE(Method):
         stats = []
         for _ in range(hp.ppo_epochs):
             for envs in torch.randperm(hp.num_envs, device=self.device).chunk(hp.minibatches):
-                terms = self.losses({k: v[:, envs] for k, v in traj.items()}, adv[:, envs], returns[:, envs])
+                terms = self._losses({k: v[:, envs] for k, v in traj.items()}, adv[:, envs], returns[:, envs])
                 for optimizer in self._optimizers():
                     optimizer.zero_grad()
                 terms["loss"].backward()
@@ -416,22 +430,26 @@ class VATE(Method):
 
     def _vae_step(self) -> float:
         """One ELBO step of encoder + decoder on ``vae_batch`` distinct buffered meta-episodes."""
-        hp, model = self.hp, self.model
+        hp = self.hp
         held = min(int(self.vae_buffer_filled), hp.vae_buffer_size)
         picked = torch.randperm(held)[:hp.vae_batch].to(self.device)
-        batch = {k: v[:, picked] for k, v in self.vae_buffer.items()}
-        beliefs = model.encode(batch["next_obs"], batch["action"], batch["eval_reward"])
-        beliefs = torch.cat([model.prior(beliefs.shape[1], self.device)[None], beliefs])
-        loss = self.elbo_loss(beliefs, batch)
+        loss = self._vae_loss({k: v[:, picked] for k, v in self.vae_buffer.items()})
         self.vae_optimizer.zero_grad()
         loss.backward()
         nn.utils.clip_grad_norm_(self.vae_optimizer.params, hp.max_grad_norm)
         self.vae_optimizer.step()
         return loss.item()
 
+    def vae_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The ELBO loss of buffered meta-episodes ``batch``, encoded from scratch (compiled when enabled)."""
+        beliefs = self.model.encode(batch["next_obs"], batch["action"], batch["eval_reward"])
+        beliefs = torch.cat([self.model.prior(beliefs.shape[1], self.device)[None], beliefs])
+        return self.elbo_loss(beliefs, batch)
+
     def losses(self, batch: dict[str, torch.Tensor], adv, returns) -> dict[str, torch.Tensor]:
         """The loss terms and their weighted sum ``loss`` on whole meta-episodes ``batch`` (``(T, B, ...)``
-        tensors as ``rollout`` returns them), re-encoded from scratch so the encoder gets gradients."""
+        tensors as ``rollout`` returns them), re-encoded from scratch so the encoder gets gradients
+        (compiled when enabled)."""
         hp, model = self.hp, self.model
         if hp.detach_encoder and self.vae_buffer:  # nothing here needs the re-encoded beliefs
             beliefs = batch["belief"]
