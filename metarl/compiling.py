@@ -22,11 +22,12 @@ CACHE_DIR = Path.home() / ".cache" / "metarl" / "inductor"
 
 
 def pays(device: torch.device) -> bool:
-    """Where ``auto`` compiles: nowhere yet. On CPU (torch 2.13, 1 thread, PEARL at quick) the
-    compiled step measured slower than eager and costs minutes of compilation per cold cache
-    (benchmarks/compile.md). On CUDA it is expected to pay (graph capture removes the kernel
-    launches that dominate small networks) but has not been measured here: measure with
-    ``metarl bench pearl --device cuda --mode eager compiled`` before turning it on for CUDA."""
+    """Where ``auto`` compiles: nowhere yet. On CPU (torch 2.13, 1 thread, quick settings) PEARL's
+    compiled step, and whole TESP and VATE jobs, measured slower than eager, and a cold cache
+    costs up to minutes of compilation per job (benchmarks/compile.md). On CUDA it is expected to
+    pay (graph capture removes the kernel launches that dominate small networks) but has not been
+    measured here: measure with ``metarl bench pearl|tesp|vate --device cuda --mode eager compiled``
+    before turning it on for CUDA."""
     return False
 
 
