@@ -4,8 +4,9 @@ network and batch sizes: 128 envs x one 45-step meta-episode per iteration, PPO 
 minibatches; they differ in the number of iterations only).
 
 Each setting builds the method, runs one untimed warm-up iteration, then times ``--iterations``
-iterations, and in eager mode as many again under the phase instrumentation; the shares of collection (env stepping, policy and belief inference) and of the
-PPO/ELBO update come from the instrumentation of metarl.profiling. Wall and process CPU time are
+iterations, and in eager mode as many again under the phase instrumentation of metarl.profiling,
+which gives the shares of collection (env stepping, policy and belief inference) and of the
+PPO/ELBO update. Wall and process CPU time are
 reported (CPU time stays meaningful on a shared machine; it includes inductor's C++ compiler,
 which runs in child processes). ``mode`` is config.yaml's ``compile`` switch: ``eager`` (off) or
 ``compiled`` (on; metarl.compiling); the warm-up iteration, reported as ``first iteration``,
@@ -22,10 +23,10 @@ import numpy as np
 import torch
 import yaml
 
+from metarl.bench_pearl import cpu_seconds, timed
 from metarl.config import run_spec
 from metarl.envs import get_family
 from metarl.methods.vate import VATE
-from metarl.bench_pearl import cpu_seconds, timed
 from metarl.profiling import machine_line, time_iterations
 from metarl.utils.io import save_text
 from metarl.utils.runtime import resolve_device
