@@ -29,7 +29,7 @@ import yaml
 from metarl.config import run_spec
 from metarl.envs import get_family
 from metarl.methods.pearl import PEARL
-from metarl.profiling import machine_line
+from metarl.profiling import machine_line, time_iterations
 from metarl.utils.io import save_text
 from metarl.utils.runtime import resolve_device
 
@@ -57,6 +57,27 @@ def timed(fn, repeats: int, device: torch.device, warm_up: bool = True) -> tuple
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return (time.perf_counter() - wall) / repeats, (cpu_seconds() - cpu) / repeats
+
+
+def time_training(agent, algo: str, mode: str, iterations: int, device: torch.device) -> dict:
+    """A method's training iterations under bench ``mode`` (MODES), as the TESP and VATE benches
+    time them: one untimed warm-up iteration (``first_cpu_s``: with ``compiled`` it compiles), then
+    ``iterations`` timed plainly (``wall_s``, ``cpu_s``, ``env_steps`` per iteration), then, in eager
+    mode only, as many again under metarl.profiling's phase instrumentation for ``shares`` (its
+    timers wrap methods the compiled code calls and would break and re-trace its graphs)."""
+    agent.use_compile(MODES[mode])
+    first = cpu_seconds()
+    agent.train_iteration()  # warm-up (allocator, lazy initialisation, compilation)
+    first, steps = cpu_seconds() - first, agent.env_steps
+    wall, cpu = timed(agent.train_iteration, iterations, device, warm_up=False)
+    steps = (agent.env_steps - steps) / iterations
+    shares = time_iterations(agent, algo, iterations, device) if mode == "eager" else None
+    return {"first_cpu_s": first, "wall_s": wall, "cpu_s": cpu, "env_steps": steps, "shares": shares}
+
+
+def share(timing: dict, category: str) -> str:
+    """A category's share of the instrumented iterations, or ``n/a`` where none were (compiled)."""
+    return "n/a" if timing["shares"] is None else f"{100 * timing['shares'][f'{category}_share']:.0f} %"
 
 
 class _Reshaped:

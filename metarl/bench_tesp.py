@@ -28,17 +28,16 @@ import numpy as np
 import torch
 import yaml
 
-from metarl.bench_pearl import cpu_seconds, timed
+from metarl.bench_pearl import MODES, share, time_training
 from metarl.config import run_spec
 from metarl.envs import get_family
 from metarl.methods.tesp import TESP
-from metarl.profiling import machine_line, time_iterations
+from metarl.profiling import machine_line
 from metarl.utils.io import save_text
 from metarl.utils.runtime import resolve_device
 
 FAMILIES = ("wheeled", "small_ant", "reacher_2link", "reacher_4link")
 CONFIG = Path(__file__).resolve().parent.parent / "config.yaml"
-MODES = {"eager": "off", "compiled": "on"}  # bench mode -> config.yaml compile
 
 
 def env_only_rate(family, num_envs: int) -> float:
@@ -68,21 +67,14 @@ def measure(family_name: str, method: str, scale: str, mode: str, device: torch.
     torch.manual_seed(0)
     agent = TESP(family, tasks, TESP.make_hparams(spec["hparams"]), spec["train_split"], device)
     hp = agent.hp
-    agent.use_compile(MODES[mode])
-    first = cpu_seconds()
-    agent.train_iteration()  # warm-up (allocator, lazy initialisation, compilation)
-    first, steps_before = cpu_seconds() - first, agent.env_steps
-    wall, cpu = timed(agent.train_iteration, iterations, device, warm_up=False)
-    steps = (agent.env_steps - steps_before) / iterations
-    shares = time_iterations(agent, "tesp", iterations, device) if mode == "eager" else None
-    share = (lambda key: f"{100 * shares[key]:.0f} %") if shares else (lambda key: "n/a")
+    t = time_training(agent, "tesp", mode, iterations, device)
     return {
         "family": family_name, "method": method, "scale": scale, "mode": mode, "device": str(device),
         "threads": threads, "envs": hp.meta_batch * hp.episodes_per_task,
-        "env steps / meta-update": steps, "first meta-update CPU s": first,
-        "CPU s / meta-update": cpu, "wall s / meta-update": wall,
-        "collection share": share("collection_share"), "gradient share": share("gradient_share"),
-        "env steps / CPU s": steps / cpu,
+        "env steps / meta-update": t["env_steps"], "first meta-update CPU s": t["first_cpu_s"],
+        "CPU s / meta-update": t["cpu_s"], "wall s / meta-update": t["wall_s"],
+        "collection share": share(t, "collection"), "gradient share": share(t, "gradient"),
+        "env steps / CPU s": t["env_steps"] / t["cpu_s"],
         "env only: steps / CPU s": env_only_rate(family, hp.meta_batch * hp.episodes_per_task),
     }
 
@@ -95,9 +87,10 @@ def report(rows: list[dict], device: torch.device) -> str:
         (f"Measured {datetime.date.today()}: {machine_line(device, None)}. Produced by `metarl bench tesp` "
          "(`metarl/bench_tesp.py`): hyper-parameters from config.yaml's E2 block at the given scale; rates "
          "per CPU second of the benchmark process (see the module docstring). One meta-update = warm-up + "
-         "K + 1 sampling rounds, K batched fast updates and the PPO epochs; one untimed warm-up meta-update "
-         "(which compiles, in `compiled` mode) comes first. Shares (eager only): exclusive time of collection (env stepping, policy inference) and gradient work "
-         "(fast updates, PPO meta-update) per `metarl.profiling`."),
+         "K + 1 sampling rounds, K batched fast updates and the PPO epochs; one untimed warm-up "
+         "meta-update (which compiles, in `compiled` mode) comes first. Shares (eager only): exclusive time "
+         "of collection (env stepping, policy inference) and gradient work (fast updates, PPO meta-update) "
+         "per `metarl.profiling`."),
         "",
         "| " + " | ".join(columns) + " |",
         "|" + "---|" * len(columns),

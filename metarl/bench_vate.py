@@ -23,16 +23,15 @@ import numpy as np
 import torch
 import yaml
 
-from metarl.bench_pearl import cpu_seconds, timed
+from metarl.bench_pearl import MODES, share, time_training
 from metarl.config import run_spec
 from metarl.envs import get_family
 from metarl.methods.vate import VATE
-from metarl.profiling import machine_line, time_iterations
+from metarl.profiling import machine_line
 from metarl.utils.io import save_text
 from metarl.utils.runtime import resolve_device
 
 CONFIG = Path(__file__).resolve().parent.parent / "config.yaml"
-MODES = {"eager": "off", "compiled": "on"}  # bench mode -> config.yaml compile
 COLUMNS = ("method", "scale", "mode", "device", "threads", "envs", "env steps / iteration", "first iteration CPU s",
            "wall ms / iteration", "CPU ms / iteration", "collection share", "update share", "env steps / wall s")
 
@@ -48,22 +47,12 @@ def measure(method: str, scale: str, mode: str, device: torch.device, threads: i
     tasks = family.sample_splits(np.random.default_rng(config["taskset_seed"]))
     torch.manual_seed(0)
     agent = VATE(family, tasks, VATE.make_hparams(spec["hparams"]), spec["train_split"], device)
-    agent.use_compile(MODES[mode])
-    first = cpu_seconds()
-    agent.train_iteration()  # warm-up (allocator, lazy initialisation, compilation)
-    first = cpu_seconds() - first
-    steps_before = agent.env_steps
-    wall, cpu = timed(agent.train_iteration, iterations, device, warm_up=False)
-    steps = (agent.env_steps - steps_before) / iterations
-    # the shares come from the phase instrumentation, which wraps methods the compiled code calls
-    # (its timers would break and re-trace the compiled graphs): eager only
-    shares = time_iterations(agent, "vate", iterations, device) if mode == "eager" else None
-    share = (lambda key: f"{100 * shares[key]:.0f} %") if shares else (lambda key: "n/a")
+    t = time_training(agent, "vate", mode, iterations, device)
     return {"method": method, "scale": scale, "mode": mode, "device": str(device), "threads": threads,
-            "envs": agent.hp.num_envs, "env steps / iteration": f"{steps:,.0f}", "first iteration CPU s": f"{first:.1f}",
-            "wall ms / iteration": f"{wall * 1e3:,.0f}", "CPU ms / iteration": f"{cpu * 1e3:,.0f}",
-            "collection share": share("collection_share"), "update share": share("gradient_share"),
-            "env steps / wall s": f"{steps / wall:,.0f}"}
+            "envs": agent.hp.num_envs, "env steps / iteration": f"{t['env_steps']:,.0f}",
+            "first iteration CPU s": f"{t['first_cpu_s']:.1f}", "wall ms / iteration": f"{t['wall_s'] * 1e3:,.0f}",
+            "CPU ms / iteration": f"{t['cpu_s'] * 1e3:,.0f}", "collection share": share(t, "collection"),
+            "update share": share(t, "gradient"), "env steps / wall s": f"{t['env_steps'] / t['wall_s']:,.0f}"}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -440,11 +440,14 @@ class VATE(Method):
         self.vae_optimizer.step()
         return loss.item()
 
+    def encoded_beliefs(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The beliefs ``(T+1, B, ·)`` of whole meta-episodes ``batch``, re-encoded from scratch, prior first."""
+        beliefs = self.model.encode(batch["next_obs"], batch["action"], batch["eval_reward"])
+        return torch.cat([self.model.prior(beliefs.shape[1], self.device)[None], beliefs])
+
     def vae_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """The ELBO loss of buffered meta-episodes ``batch``, encoded from scratch (compiled when enabled)."""
-        beliefs = self.model.encode(batch["next_obs"], batch["action"], batch["eval_reward"])
-        beliefs = torch.cat([self.model.prior(beliefs.shape[1], self.device)[None], beliefs])
-        return self.elbo_loss(beliefs, batch)
+        return self.elbo_loss(self.encoded_beliefs(batch), batch)
 
     def losses(self, batch: dict[str, torch.Tensor], adv, returns) -> dict[str, torch.Tensor]:
         """The loss terms and their weighted sum ``loss`` on whole meta-episodes ``batch`` (``(T, B, ...)``
@@ -454,8 +457,7 @@ class VATE(Method):
         if hp.detach_encoder and self.vae_buffer:  # nothing here needs the re-encoded beliefs
             beliefs = batch["belief"]
         else:
-            beliefs = model.encode(batch["next_obs"], batch["action"], batch["eval_reward"])
-            beliefs = torch.cat([model.prior(beliefs.shape[1], self.device)[None], beliefs])
+            beliefs = self.encoded_beliefs(batch)
         # detached: PPO sees the beliefs the actions were taken with, not ones re-encoded by an
         # encoder the ELBO keeps changing under it (varibad algorithms/ppo.py: stored latents)
         acted_on = batch["belief"] if hp.detach_encoder else beliefs
