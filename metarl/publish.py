@@ -3,6 +3,11 @@
 E5's matrix, and the run's cost (`metarl bench dag`), with a MANIFEST naming the commit and the
 scale they came from. The pipeline never reads ``docs/results/``, so a fresh clone still trains
 everything; publishing is the one documented way those files change.
+
+``--experiments E5`` publishes part of a run into an existing publication: the named experiments'
+files and claim rows are replaced, every other experiment's are kept as they were published, and
+the MANIFEST keeps the earlier one's provenance below the new. That is how a quick DAG too long for
+one machine session is published experiment by experiment.
 """
 from __future__ import annotations
 
@@ -11,6 +16,8 @@ import datetime
 import shutil
 import subprocess
 from pathlib import Path
+
+import pandas as pd
 
 #: per experiment, what is published (whichever of them the run produced)
 EXPERIMENT_FILES = ("table.md", "matrix.md", "figures/curves.png", "figures/stages.png", "figures/heatmap.png",
@@ -42,34 +49,116 @@ def _runs(results: Path) -> str:
                      for e, f in counts.items())
 
 
-def publish(results: Path, out: Path, scale: str, repo: Path, note: str = "") -> list[Path]:
-    """Copy the files into a fresh ``out`` (replaced as a whole, so nothing stale survives)."""
+def _cost_reports(results: Path, experiments) -> dict[str, str]:
+    """`metarl bench dag`'s report over every job, and per experiment over that experiment's jobs."""
+    if not (results / "benchmarks").is_dir():
+        return {}
+    from metarl import bench_dag
+
+    jobs = bench_dag.read_benchmarks(results / "benchmarks")
+    reports = {"cost.txt": bench_dag.report(jobs, 10, 4.0, 30.0)}
+    experiment_of = jobs["job"].str.split("/").str[1]
+    for experiment in experiments:
+        mine = jobs[experiment_of == experiment]
+        if len(mine):
+            reports[f"{experiment}/cost.txt"] = bench_dag.report(mine, 10, 4.0, 30.0)
+    return reports
+
+
+def _markdown_table(path: Path) -> pd.DataFrame:
+    """The table of a claims.md written by `claims.claims_markdown` (pipe table, one row a line)."""
+    lines = [line for line in path.read_text().splitlines() if line.startswith("|")]
+    cells = lambda line: [cell.strip() for cell in line.strip().strip("|").split("|")]  # noqa: E731
+    if len(lines) < 2:
+        raise SystemExit(f"{path}: no claims table in it; publish every experiment (without --experiments)")
+    header = cells(lines[0])
+    rows = [cells(line) for line in lines[2:]]
+    for row in rows:
+        if len(row) != len(header):
+            raise SystemExit(f"{path}: a row has {len(row)} cells, the header {len(header)} ({row[0]}); "
+                             "publish every experiment (without --experiments)")
+    return pd.DataFrame(rows, columns=header)
+
+
+def merge_claims(new: pd.DataFrame, published: pd.DataFrame, experiments) -> pd.DataFrame:
+    """Display rows in the order of ``new`` (a run's claims.csv): the rows of ``experiments`` from it,
+    every other claim's rows as ``published`` shows them. A kept claim must still expand to the same
+    comparisons (metric, split, stage, family and operator), or its published verdict would be about
+    another claim."""
+    from metarl.analysis import claims
+
+    shown = claims.display_table(new)
+    earlier = {claim: rows for claim, rows in published.groupby("claim", sort=False)}
+    parts = []
+    for claim, index in new.groupby("id", sort=False).groups.items():
+        experiment = new.loc[index[0], "experiment"]
+        if experiment in experiments:
+            parts.append(shown.loc[index])
+            continue
+        kept = earlier.get(claim)
+        if kept is None or len(kept) != len(index) or \
+                list(kept["metric"]) != list(shown.loc[index, "metric"]) or list(kept["op"]) != list(shown.loc[index, "op"]):
+            raise SystemExit(f"claim {claim} ({experiment}) is not published as the config states it now; "
+                             f"republish {experiment} too (--experiments {experiment} ...)")
+        parts.append(kept)
+    return pd.concat(parts, ignore_index=True)[list(shown.columns)]
+
+
+def publish(results: Path, out: Path, scale: str, repo: Path, note: str = "", experiments=None) -> list[Path]:
+    """Copy the files into a fresh ``out`` (replaced as a whole, so nothing stale survives); with
+    ``experiments``, replace only those experiments' files and claim rows in an existing ``out``."""
     claims = results / "claims.md"
     if not claims.exists():
         raise SystemExit(f"{claims} not found: run the pipeline (`snakemake --cores N`) before publishing")
-    sources = [claims] + [path for experiment in sorted(results.glob("E[0-9]*")) if experiment.is_dir()
-                          for name in EXPERIMENT_FILES if (path := experiment / name).exists()]
+    present = sorted(path.name for path in results.glob("E[0-9]*") if path.is_dir())
+    if experiments:
+        missing = sorted(set(experiments) - set(present))
+        if missing:
+            raise SystemExit(f"--experiments {' '.join(missing)}: not in {results}")
+        if not (out / "claims.md").exists():
+            raise SystemExit(f"{out / 'claims.md'} not found: --experiments updates an earlier publication; "
+                             "publish every experiment first")
+    published = sorted(experiments) if experiments else present
+    sources = [path for experiment in published for name in EXPERIMENT_FILES
+               if (path := results / experiment / name).exists()]
     staging = out.with_name(out.name + ".tmp")
     shutil.rmtree(staging, ignore_errors=True)
+    if experiments:
+        shutil.copytree(out, staging)
+        for experiment in published:
+            shutil.rmtree(staging / experiment, ignore_errors=True)
+    else:
+        sources.insert(0, claims)
     copied = []
     for source in sources:
         target = staging / source.relative_to(results)
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(source, target)
         copied.append(target.relative_to(staging))
-    cost = ""
-    if (results / "benchmarks").is_dir():
-        from metarl import bench_dag
+    if experiments:
+        from metarl.analysis import claims as metarl_claims
 
-        cost = bench_dag.report(bench_dag.read_benchmarks(results / "benchmarks"), 10, 4.0, 30.0)
-        (staging / "cost.txt").write_text(cost + "\n")
-        copied.append(Path("cost.txt"))
+        merged = merge_claims(pd.read_csv(results / "claims.csv"), _markdown_table(out / "claims.md"), published)
+        (staging / "claims.md").write_text(metarl_claims.claims_markdown(merged))
+        copied.insert(0, Path("claims.md"))
+    for name, text in _cost_reports(results, published).items():
+        if experiments and name == "cost.txt":
+            continue      # the earlier publication's jobs: this run's are in each experiment's cost.txt
+        (staging / name).parent.mkdir(parents=True, exist_ok=True)
+        (staging / name).write_text(text + "\n")
+        copied.append(Path(name))
     listing = "\n".join(f"- `{path}`" for path in copied)
-    (staging / "MANIFEST.md").write_text(
-        f"# Reference results\n\nCopied by `metarl publish` from `{results}` on "
-        f"{datetime.date.today().isoformat()}.\n\n- commit: `{_commit(repo)}`\n- scale: `{scale}`\n"
-        f"- finished runs (evaluated), per experiment: {_runs(results)}\n\n{listing}\n"
-        + (f"\n## Notes\n\n{note}\n" if note else ""))
+    what = (f"Experiments {', '.join(published)} updated by `metarl publish --experiments` from `{results}` on "
+            if experiments else f"Copied by `metarl publish` from `{results}` on ")
+    manifest = (f"# Reference results\n\n{what}{datetime.date.today().isoformat()}.\n\n- commit: `{_commit(repo)}`\n"
+                f"- scale: `{scale}`\n- finished runs (evaluated), per experiment: {_runs(results)}\n\n{listing}\n"
+                + (f"\n## Notes\n\n{note}\n" if note else ""))
+    if experiments:
+        earlier = "\n".join("#" + line if line.startswith("#") else line
+                             for line in (out / "MANIFEST.md").read_text().splitlines())
+        manifest += (f"\n## Kept from the earlier publication (every experiment but {', '.join(published)}; "
+                     f"top-level cost.txt is its cost)\n\n{earlier.split(chr(10), 1)[1].lstrip()}\n")
+    (staging / "MANIFEST.md").write_text(manifest)
     shutil.rmtree(out, ignore_errors=True)
     staging.rename(out)
     return copied
@@ -82,8 +171,11 @@ def main(argv=None) -> None:
     parser.add_argument("--scale", required=True, help="the scale the run used (recorded in the MANIFEST)")
     parser.add_argument("--note", default="", help="how the run was made, where it was not one plain `snakemake` "
                         "(recorded in the MANIFEST)")
+    parser.add_argument("--experiments", nargs="+", metavar="E",
+                        help="publish only these experiments into the existing --out, keeping the others as they "
+                        "were published (for a quick run made experiment by experiment)")
     args = parser.parse_args(argv)
-    copied = publish(Path(args.results), Path(args.out), args.scale, Path.cwd(), args.note)
+    copied = publish(Path(args.results), Path(args.out), args.scale, Path.cwd(), args.note, args.experiments)
     print(f"published {len(copied)} files to {args.out}")
 
 

@@ -1,5 +1,6 @@
 """`metarl publish` copies a finished run's reference results into docs/results with a manifest,
-replacing what was there, and refuses an unfinished run."""
+replacing what was there, and refuses an unfinished run; `--experiments` replaces only the named
+experiments' files and claim rows in an earlier publication."""
 import pytest
 
 from metarl import publish
@@ -20,10 +21,11 @@ def test_publish_copies_claims_tables_figures_and_cost(tmp_path):
     (out / "stale.md").write_text("from an older run")
     copied = {str(p) for p in publish.publish(results, out, "quick", tmp_path, note="E1 only")}
     assert copied == {"claims.md", "E1/table.md", "E1/figures/curves.png", "E5/matrix.md", "E5/figures/heatmap.png",
-                      "cost.txt"}
+                      "cost.txt", "E1/cost.txt"}
     assert (out / "E5/matrix.md").read_text() == "| m |"
     assert not (out / "stale.md").exists() and not (out / "E1/runs").exists()
     assert "total job time 0.02 h" in (out / "cost.txt").read_text()
+    assert "train/E1/gridworld/vate/seed0" in (out / "E1/cost.txt").read_text()   # each experiment's own jobs
     manifest = (out / "MANIFEST.md").read_text()
     assert "scale: `quick`" in manifest and "commit: `unknown (not a git checkout)`" in manifest
     assert "finished runs (evaluated), per experiment: E1 1 (gridworld: 1)\n" in manifest
@@ -34,3 +36,67 @@ def test_publish_refuses_a_run_without_claims(tmp_path):
     (tmp_path / "results").mkdir()
     with pytest.raises(SystemExit, match="claims.md not found"):
         publish.publish(tmp_path / "results", tmp_path / "docs", "quick", tmp_path)
+
+
+def _claims(results, rows):
+    """results/claims.{csv,md} as `metarl claims` writes them, from (id, experiment, lhs mean, verdict) rows."""
+    import pandas as pd
+
+    from metarl.analysis import claims
+
+    table = pd.DataFrame([{"id": claim, "paper": "P", "experiment": experiment, "family": "gridworld",
+                           "claim": f"{claim} holds", "metric": "return", "split": "test", "stage": "final",
+                           "lhs": "a", "lhs_mean": mean, "lhs_sd": 0.5 if mean is not None else None,
+                           "lhs_n": 3 if mean is not None else None, "op": ">", "rhs": "b",
+                           "rhs_mean": 0.0 if mean is not None else None, "rhs_sd": None, "rhs_n": None,
+                           "test": None, "statistic": None, "p": 0.01 if mean is not None else None,
+                           "verdict": verdict, "reason": "why"} for claim, experiment, mean, verdict in rows])
+    results.mkdir(parents=True, exist_ok=True)
+    claims.write_claims(table.astype({"lhs_n": "Int64", "rhs_n": "Int64"}), results / "claims")
+
+
+def _write(root, files):
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+
+
+def test_publish_one_experiment_keeps_the_others_as_published(tmp_path):
+    first, second, out = tmp_path / "first", tmp_path / "second", tmp_path / "docs" / "results"
+    _claims(first, [("e1_a", "E1", 25.0, "reproduced"), ("e5_b", "E5", None, "missing")])
+    _write(first, {"E1/table.md": "| E1 |", "E5/matrix.md": "| stale |", "E1/runs/gridworld/vate/seed0/eval.csv": "",
+                   "benchmarks/train/E1/gridworld/vate/seed0.tsv": BENCH + "60.0\t0:01:00\t100\t1\t1\t1\t0\t0\t99\t59\n"})
+    publish.publish(first, out, "quick", tmp_path, note="E1 run")
+    # the second run has only E5: E1's claim reads missing there and must not replace the published one
+    _claims(second, [("e1_a", "E1", None, "missing"), ("e5_b", "E5", 7.5, "not reproduced")])
+    _write(second, {"E5/matrix.md": "| new |", "E5/figures/heatmap.png": "png", "E5/runs/cheetah_vel/pearl/seed0/eval.csv": "",
+                    "benchmarks/train/E5/cheetah_vel/pearl/seed0.tsv": BENCH + "1800.0\t0:30:00\t100\t1\t1\t1\t0\t0\t99\t1790\n"})
+    copied = {str(p) for p in publish.publish(second, out, "quick", tmp_path, note="E5 run", experiments=["E5"])}
+    assert copied == {"claims.md", "E5/matrix.md", "E5/figures/heatmap.png", "E5/cost.txt"}
+    claims_md = (out / "claims.md").read_text()
+    assert "1 reproduced, 1 not reproduced, 0 inconclusive, 0 missing." in claims_md
+    e1_row, e5_row = [line for line in claims_md.splitlines() if line.startswith("| e")]
+    assert "a: 25 ± 0.5 (n=3)" in e1_row and "| reproduced" in e1_row
+    assert "a: 7.5 ± 0.5 (n=3)" in e5_row and "| not reproduced" in e5_row
+    assert (out / "E1/table.md").read_text() == "| E1 |" and (out / "E5/matrix.md").read_text() == "| new |"
+    assert "total job time 0.02 h" in (out / "cost.txt").read_text()          # the first run's jobs, kept
+    assert "total job time 0.50 h" in (out / "E5/cost.txt").read_text()       # this run's E5 jobs
+    manifest = (out / "MANIFEST.md").read_text()
+    assert manifest.startswith("# Reference results\n\nExperiments E5 updated by `metarl publish --experiments`")
+    assert "## Notes\n\nE5 run\n" in manifest and "### Notes\n\nE1 run" in manifest
+    assert manifest.index("per experiment: E5 1 (cheetah_vel: 1)") < manifest.index("## Kept from the earlier")
+    assert manifest.index("## Kept from the earlier") < manifest.index("per experiment: E1 1 (gridworld: 1)")
+
+
+def test_publish_one_experiment_refuses_a_kept_claim_the_config_now_states_differently(tmp_path):
+    first, second, out = tmp_path / "first", tmp_path / "second", tmp_path / "docs" / "results"
+    _claims(first, [("e1_a", "E1", 25.0, "reproduced"), ("e5_b", "E5", None, "missing")])
+    publish.publish(first, out, "quick", tmp_path)
+    _claims(second, [("e1_a", "E1", None, "missing"), ("e1_a", "E1", None, "missing"), ("e5_b", "E5", 7.5, "reproduced")])
+    _write(second, {"E5/matrix.md": "| new |"})
+    before = (out / "claims.md").read_text()
+    with pytest.raises(SystemExit, match=r"claim e1_a \(E1\).*--experiments E1"):
+        publish.publish(second, out, "quick", tmp_path, experiments=["E5"])
+    with pytest.raises(SystemExit, match="--experiments E4: not in"):
+        publish.publish(second, out, "quick", tmp_path, experiments=["E4"])
+    assert (out / "claims.md").read_text() == before and not (out / "E5").exists()

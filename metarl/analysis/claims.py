@@ -592,15 +592,24 @@ RULE_TEXT = (f"Each side: mean ± sd over seeds of the per-seed mean over the sp
              f"sparse return (the goal radius was entered).")
 
 
+def _tally(shown: pd.DataFrame) -> str:
+    counts = shown["verdict"].value_counts()
+    return ", ".join(f"{counts.get(v, 0)} {v}" for v in VERDICTS)
+
+
+def claims_markdown(shown: pd.DataFrame) -> str:
+    """claims.md from a `display_table` (also how `metarl publish` rewrites a merged one)."""
+    return (f"# Headline claims of the four papers, checked\n\n{_tally(shown)}.\n\n{RULE_TEXT}\n\n"
+            f"{shown.to_markdown(index=False)}\n")
+
+
 def write_claims(table: pd.DataFrame, prefix) -> None:
     from metarl.utils.io import save_csv, save_text
 
     save_csv(table, f"{prefix}.csv")
-    counts = table["verdict"].value_counts()
-    tally = ", ".join(f"{counts.get(v, 0)} {v}" for v in VERDICTS)
     shown = display_table(table)
-    save_text(f"# Headline claims of the four papers, checked\n\n{tally}.\n\n{RULE_TEXT}\n\n"
-              f"{shown.to_markdown(index=False)}\n", f"{prefix}.md")
+    tally = _tally(shown)
+    save_text(claims_markdown(shown), f"{prefix}.md")
     colours = {"reproduced": "#d4edda", "not reproduced": "#f8d7da", "inconclusive": "#fff3cd", "missing": "#e2e3e5"}
     html = shown.to_html(index=False, border=0, classes="table table-striped", escape=True)
     for verdict, colour in colours.items():
