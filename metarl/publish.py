@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -115,9 +116,13 @@ def publish(results: Path, out: Path, scale: str, repo: Path, note: str = "", ex
         missing = sorted(set(experiments) - set(present))
         if missing:
             raise SystemExit(f"--experiments {' '.join(missing)}: not in {results}")
-        if not (out / "claims.md").exists():
-            raise SystemExit(f"{out / 'claims.md'} not found: --experiments updates an earlier publication; "
-                             "publish every experiment first")
+        if not (out / "claims.md").exists() or not (out / "MANIFEST.md").exists():
+            raise SystemExit(f"{out} holds no publication (claims.md, MANIFEST.md): --experiments updates an "
+                             "earlier one; publish every experiment first")
+        earlier_scale = re.search(r"^- scale: `(.*)`$", (out / "MANIFEST.md").read_text(), re.MULTILINE)
+        if earlier_scale is None or earlier_scale.group(1) != scale:
+            raise SystemExit(f"{out} was published at scale {earlier_scale.group(1) if earlier_scale else '(unknown)'}, "
+                             f"not {scale}: one publication holds one scale; publish every experiment")
     published = sorted(experiments) if experiments else present
     sources = [path for experiment in published for name in EXPERIMENT_FILES
                if (path := results / experiment / name).exists()]
@@ -153,11 +158,11 @@ def publish(results: Path, out: Path, scale: str, repo: Path, note: str = "", ex
     manifest = (f"# Reference results\n\n{what}{datetime.date.today().isoformat()}.\n\n- commit: `{_commit(repo)}`\n"
                 f"- scale: `{scale}`\n- finished runs (evaluated), per experiment: {_runs(results)}\n\n{listing}\n"
                 + (f"\n## Notes\n\n{note}\n" if note else ""))
-    if experiments:
-        earlier = "\n".join("#" + line if line.startswith("#") else line
-                             for line in (out / "MANIFEST.md").read_text().splitlines())
+    if experiments:     # the earlier MANIFEST below, its title dropped and its headings one level down
+        earlier = ["#" + line if line.startswith("#") else line for line in (out / "MANIFEST.md").read_text().splitlines()]
+        body = "\n".join(earlier[1:]).lstrip()
         manifest += (f"\n## Kept from the earlier publication (every experiment but {', '.join(published)}; "
-                     f"top-level cost.txt is its cost)\n\n{earlier.split(chr(10), 1)[1].lstrip()}\n")
+                     f"top-level cost.txt is its cost)\n\n{body}\n")
     (staging / "MANIFEST.md").write_text(manifest)
     shutil.rmtree(out, ignore_errors=True)
     staging.rename(out)

@@ -99,4 +99,6 @@ def test_publish_one_experiment_refuses_a_kept_claim_the_config_now_states_diffe
         publish.publish(second, out, "quick", tmp_path, experiments=["E5"])
     with pytest.raises(SystemExit, match="--experiments E4: not in"):
         publish.publish(second, out, "quick", tmp_path, experiments=["E4"])
+    with pytest.raises(SystemExit, match="published at scale quick, not paper"):
+        publish.publish(second, out, "paper", tmp_path, experiments=["E5"])
     assert (out / "claims.md").read_text() == before and not (out / "E5").exists()
