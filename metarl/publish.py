@@ -50,14 +50,15 @@ def _runs(results: Path) -> str:
                      for e, f in counts.items())
 
 
-def _cost_reports(results: Path, experiments) -> dict[str, str]:
-    """`metarl bench dag`'s report over every job, and per experiment over that experiment's jobs."""
+def _cost_reports(results: Path, experiments, whole: bool) -> dict[str, str]:
+    """`metarl bench dag`'s report per experiment over that experiment's jobs and, if ``whole``,
+    over every job."""
     if not (results / "benchmarks").is_dir():
         return {}
     from metarl import bench_dag
 
     jobs = bench_dag.read_benchmarks(results / "benchmarks")
-    reports = {"cost.txt": bench_dag.report(jobs, 10, 4.0, 30.0)}
+    reports = {"cost.txt": bench_dag.report(jobs, 10, 4.0, 30.0)} if whole else {}
     experiment_of = jobs["job"].str.split("/").str[1]
     for experiment in experiments:
         mine = jobs[experiment_of == experiment]
@@ -146,9 +147,8 @@ def publish(results: Path, out: Path, scale: str, repo: Path, note: str = "", ex
         merged = merge_claims(pd.read_csv(results / "claims.csv"), _markdown_table(out / "claims.md"), published)
         (staging / "claims.md").write_text(metarl_claims.claims_markdown(merged))
         copied.insert(0, Path("claims.md"))
-    for name, text in _cost_reports(results, published).items():
-        if experiments and name == "cost.txt":
-            continue      # the earlier publication's jobs: this run's are in each experiment's cost.txt
+    # publishing part of a run keeps the earlier top-level cost.txt: this run's are per experiment
+    for name, text in _cost_reports(results, published, whole=not experiments).items():
         (staging / name).parent.mkdir(parents=True, exist_ok=True)
         (staging / name).write_text(text + "\n")
         copied.append(Path(name))
