@@ -41,17 +41,25 @@ def per_rule(jobs: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([table, total]).round(3)
 
 
-def report(jobs: pd.DataFrame, top: int, max_total_hours: float, max_job_minutes: float) -> str:
+def report(jobs: pd.DataFrame, top: int, max_total_hours: float | None, max_job_minutes: float | None) -> str:
+    """The cost tables and a totals line; the totals are judged against the targets only when
+    both are given (they are the whole DAG's, so a part of it - one experiment - gets none)."""
     longest = jobs.nlargest(top, "s")[["job", "s", "cpu_time", "max_rss"]]
     longest = longest.assign(minutes=(longest["s"] / 60).round(2), cpu_minutes=(longest["cpu_time"] / 60).round(2))
     total_h, longest_min = jobs["s"].sum() / 3600, jobs["s"].max() / 60
     verdict = lambda ok: "met" if ok else "MISSED"  # noqa: E731
+    if max_total_hours is None or max_job_minutes is None:
+        totals = (f"total job time {total_h:.2f} h; longest job {longest_min:.1f} min "
+                  "(part of a run: the targets apply to the whole DAG)")
+    else:
+        totals = (f"total job time {total_h:.2f} h (target ≤ {max_total_hours:g} h: {verdict(total_h <= max_total_hours)}); "
+                  f"longest job {longest_min:.1f} min (target ≤ {max_job_minutes:g} min: "
+                  f"{verdict(longest_min <= max_job_minutes)})")
     return "\n".join([
         "Cost per rule (wall_h: sum of job wall times; cpu_h: sum of CPU time; max RSS in MB):",
         per_rule(jobs).to_string(), "",
         f"Longest {len(longest)} jobs:", longest[["job", "minutes", "cpu_minutes", "max_rss"]].to_string(index=False), "",
-        f"total job time {total_h:.2f} h (target ≤ {max_total_hours:g} h: {verdict(total_h <= max_total_hours)}); "
-        f"longest job {longest_min:.1f} min (target ≤ {max_job_minutes:g} min: {verdict(longest_min <= max_job_minutes)})",
+        totals,
     ])
 
 

@@ -51,8 +51,8 @@ def _runs(results: Path) -> str:
 
 
 def _cost_reports(results: Path, experiments, whole: bool) -> dict[str, str]:
-    """`metarl bench dag`'s report per experiment over that experiment's jobs and, if ``whole``,
-    over every job."""
+    """`metarl bench dag`'s report per experiment over that experiment's jobs (no target verdict:
+    the targets are the whole DAG's) and, if ``whole``, over every job, judged against them."""
     if not (results / "benchmarks").is_dir():
         return {}
     from metarl import bench_dag
@@ -63,7 +63,7 @@ def _cost_reports(results: Path, experiments, whole: bool) -> dict[str, str]:
     for experiment in experiments:
         mine = jobs[experiment_of == experiment]
         if len(mine):
-            reports[f"{experiment}/cost.txt"] = bench_dag.report(mine, 10, 4.0, 30.0)
+            reports[f"{experiment}/cost.txt"] = bench_dag.report(mine, 10, None, None)
     return reports
 
 

@@ -24,8 +24,10 @@ def test_publish_copies_claims_tables_figures_and_cost(tmp_path):
                       "cost.txt", "E1/cost.txt"}
     assert (out / "E5/matrix.md").read_text() == "| m |"
     assert not (out / "stale.md").exists() and not (out / "E1/runs").exists()
-    assert "total job time 0.02 h" in (out / "cost.txt").read_text()
-    assert "train/E1/gridworld/vate/seed0" in (out / "E1/cost.txt").read_text()   # each experiment's own jobs
+    assert "total job time 0.02 h (target ≤ 4 h: met)" in (out / "cost.txt").read_text()
+    e1_cost = (out / "E1/cost.txt").read_text()
+    assert "train/E1/gridworld/vate/seed0" in e1_cost   # each experiment's own jobs
+    assert "target" not in e1_cost.replace("the targets apply to the whole DAG", "")   # no whole-DAG verdict on a part
     manifest = (out / "MANIFEST.md").read_text()
     assert "scale: `quick`" in manifest and "commit: `unknown (not a git checkout)`" in manifest
     assert "finished runs (evaluated), per experiment: E1 1 (gridworld: 1)\n" in manifest
@@ -80,7 +82,7 @@ def test_publish_one_experiment_keeps_the_others_as_published(tmp_path):
     assert "a: 7.5 ± 0.5 (n=3)" in e5_row and "| not reproduced" in e5_row
     assert (out / "E1/table.md").read_text() == "| E1 |" and (out / "E5/matrix.md").read_text() == "| new |"
     assert "total job time 0.02 h" in (out / "cost.txt").read_text()          # the first run's jobs, kept
-    assert "total job time 0.50 h" in (out / "E5/cost.txt").read_text()       # this run's E5 jobs
+    assert "total job time 0.50 h; longest job 30.0 min (part of a run" in (out / "E5/cost.txt").read_text()
     manifest = (out / "MANIFEST.md").read_text()
     assert manifest.startswith("# Reference results\n\nExperiments E5 updated by `metarl publish --experiments`")
     assert "## Notes\n\nE5 run\n" in manifest and "### Notes\n\nE1 run" in manifest
