@@ -76,10 +76,13 @@ class Hyperparams:
     buffer_size: int = 1_000_000         # per train task
     eval_trajectories: int = 3           # online adaptation: trajectories per test task ...
     eval_prior_trajectories: int = 2     # ... of which the first ones use z from the prior
+    eval_runs: int = 2                   # independent adaptation runs per test task (oyster's num_evals)
 
     def __post_init__(self):
         if self.init not in INITS:
             raise ValueError(f"PEARL: init must be one of {INITS}, got {self.init!r}")
+        if self.eval_runs < 1:
+            raise ValueError(f"PEARL: eval_runs must be at least 1, got {self.eval_runs}")
 
 
 # ---------------------------------------------------------------------------------- networks
@@ -527,10 +530,15 @@ class PEARL(Method):
         return self.adapt(tasks, trajectories=episodes)["returns"]
 
     def evaluate(self, tasks: list[Task]) -> pd.DataFrame:
-        returns = self.adapt(tasks)["returns"]
-        rows = [{"task": t, "stage": f"traj_{k + 1}", "return": float(returns[t, k])}
-                for t in range(len(tasks)) for k in range(returns.shape[1])]
-        rows += [{"task": t, "stage": FINAL_STAGE, "return": float(returns[t, -1])} for t in range(len(tasks))]
+        """Every task adapted ``eval_runs`` times, each run from scratch (oyster's ``_do_eval``,
+        rlkit/core/rl_algorithm.py, averages ``num_evals`` = 2 such runs per task), all runs stepped
+        together. One row per task, run and stage (``task`` repeats once per run), so a task's mean
+        is oyster's average and ``goal_reached`` counts the runs that reached the goal."""
+        runs, count = self.hp.eval_runs, len(tasks)
+        returns = self.adapt(list(tasks) * runs)["returns"]                # (runs * tasks, T), run-major
+        rows = [{"task": i % count, "stage": f"traj_{k + 1}", "return": float(returns[i, k])}
+                for i in range(len(returns)) for k in range(returns.shape[1])]
+        rows += [{"task": i % count, "stage": FINAL_STAGE, "return": float(returns[i, -1])} for i in range(len(returns))]
         return pd.DataFrame(rows)
 
     # ------------------------------------------------------------------------ checkpointing
