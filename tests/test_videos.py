@@ -47,11 +47,12 @@ def test_video_is_a_real_rollout(pearl_model, tmp_path):
 def test_recorded_trajectories_are_the_evaluations_first_and_last(pearl_model):
     spec, taskset, model = pearl_model
     _, tasks, recording = record_evaluation(model, taskset, "test", 2)
-    # the same evaluation, unrecorded: PEARL's adapt returns the observations it visited (T, K, H+1, obs)
+    # the same evaluation, unrecorded: PEARL's adapt returns the observations it visited (T, K, H+1, obs);
+    # evaluate adapts eval_runs copies of the tasks at once, and the video shows the first run's
     method = build_method(spec, taskset, torch.device("cpu"))
     method.model.load_state_dict(torch.load(model, weights_only=True)["model"])
     seed_everything(spec["seed"] + 10_000)  # as metarl/evaluation.py
-    observations = method.adapt(tasks)["observations"].numpy()
+    observations = method.adapt(list(tasks) * method.hp.eval_runs)["observations"][:len(tasks)].numpy()
     assert observations.shape[1] == 3  # smoke: one trajectory with z from the prior, two from the posterior
     for t, task in enumerate(tasks):
         first, last = first_and_last(recording, task)
