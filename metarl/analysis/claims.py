@@ -6,8 +6,9 @@ stage), a constant, or a reference value (``bayes_optimal``, ``known_goal``). Me
 
 * ``return``        eval.csv: mean return over the test tasks at ``stage``;
 * ``goal_reached``  eval.csv, sparse families only: fraction of test tasks whose sparse return at
-  ``stage`` is > 0. The sparse reward is 1 − distance inside the goal radius and 0 outside, so
-  a nonzero return on a trajectory means the agent entered the goal radius on it;
+  ``stage`` is > 0 (of eval.csv's rows: with PEARL's ``eval_runs`` > 1, of the test tasks' runs).
+  The sparse reward is 1 − distance inside the goal radius and 0 outside, so a nonzero return on
+  a trajectory means the agent entered the goal radius on it;
 * ``curve_first`` / ``curve_last`` / ``curve_mean``  curve.csv: the learning curve's first point
   (after the first ``eval_every`` iterations), last point, or mean over its points;
 * ``curve_at_budget``  curve.csv: the learning curve at the meta-training env-step budget of the
@@ -588,8 +589,8 @@ RULE_TEXT = (f"Each side: mean ± sd over seeds of the per-seed mean over the sp
              f"against a constant); `within`/`≈`: TOST with the stated relative tolerance / absolute margin. "
              f"Reproduced: significant at alpha = {ALPHA}; not reproduced: point estimate outside the claimed "
              f"region; inconclusive: direction agrees but not significant, or fewer than {MIN_SEEDS} seeds on "
-             f"a side; missing: runs disabled or absent. goal_reached: fraction of test tasks with a nonzero "
-             f"sparse return (the goal radius was entered).")
+             f"a side; missing: runs disabled or absent. goal_reached: fraction of test tasks (PEARL with "
+             f"eval_runs > 1: of their adaptation runs) with a nonzero sparse return (the goal radius was entered).")
 
 
 def _tally(shown: pd.DataFrame) -> str:
