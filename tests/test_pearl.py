@@ -36,8 +36,9 @@ def test_evaluation_uses_prior_first_then_posterior_over_all_context(monkeypatch
     seen = []
     sample = method.latent.sample
     monkeypatch.setattr(method.latent, "sample", lambda post: seen.append(post.clone()) or sample(post))
-    frame = method.evaluate(method.tasks["test"])
-    envs = 10 * runs  # every run of every task adapts from scratch on its own context
+    tasks = method.tasks["test"]
+    frame = method.evaluate(tasks)
+    envs = len(tasks) * runs  # every run of every task adapts from scratch on its own context
     prior = method.latent.prior(envs)
     torch.testing.assert_close(seen[0], prior)
     torch.testing.assert_close(seen[1], prior)
@@ -48,7 +49,7 @@ def test_evaluation_uses_prior_first_then_posterior_over_all_context(monkeypatch
     last = frame[frame.stage == "traj_4"].reset_index(drop=True)
     final = frame[frame.stage == "final"].reset_index(drop=True)
     assert last["task"].equals(final["task"]) and last["return"].equals(final["return"])
-    assert sorted(final["task"]) == sorted(list(range(10)) * runs)
+    assert sorted(final["task"]) == sorted(list(range(len(tasks))) * runs)
 
 
 def test_evaluation_averages_independent_runs_per_task_as_oyster(monkeypatch):

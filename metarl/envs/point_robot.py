@@ -3,7 +3,8 @@
 The robot's observation is its position; an action is a displacement clipped to [-0.1, 0.1]^2;
 episodes last 20 steps and never terminate. Conventions follow PEARL's public code
 (``rlkit/envs/point_robot.py``):
-* dense: goals uniform in [-1, 1]^2, start uniform in [-1, 1]^2, reward -||pos - goal||;
+* dense: goals uniform in [-1, 1]^2 (split 80/20, oyster's ``configs/point-robot.json``
+  ``n_train_tasks`` / ``n_eval_tasks``), start uniform in [-1, 1]^2, reward -||pos - goal||;
 * sparse: goals evenly spaced on the upper unit semicircle (shuffled, split 80/20), start at the
   origin; the env reward stays dense (it trains the critic) and the sparse reward
   ``1 - ||pos - goal||`` inside the goal radius 0.2, else 0, is reported as
@@ -48,7 +49,7 @@ class PointRobotFamily(TaskFamily):
     horizon = HORIZON
     obs_dim = 2
     act_dim = 2
-    split_sizes: ClassVar[dict[str, int]] = {"train": 40, "test": 10}
+    split_sizes: ClassVar[dict[str, int]] = {"train": 80, "test": 20}
     sparse = False  # whether info["sparse_reward"] is reported
     random_start = True  # dense robot starts uniformly in [-1, 1]^2, the others at the origin
 
