@@ -207,17 +207,23 @@ def test_sparse_family_adapts_on_the_sparse_reward_and_meta_learns_from_the_dens
 # MAML learns the dense point robot
 # ---------------------------------------------------------------------------------------------
 def test_maml_improves_the_dense_point_robot():
-    """20 meta-updates (about 2 s) lift the return after 2 fast updates (protocol column 2, 10 test
-    tasks, 3 plays each) well above the random-init policy's, and above the unadapted column 0."""
-    method = make("point_robot", "maml", policy_hidden=[32, 32], meta_batch=10, episodes_per_task=10,
-                  ppo_epochs=5, lr=3e-3, init_log_std=-1.0)
-
-    def score():
+    """20 meta-updates (about 2 s a seed) lift the return after 2 fast updates (protocol column 2, the
+    20 test tasks, 3 plays each) well above the random-init policy's, and above the unadapted column
+    0; averaged over seeds 0-2, since one seed's column difference moves by about 0.7."""
+    def score(method):
         torch.manual_seed(123)
         return torch.stack([method.adaptation_returns(method.tasks["test"], 3) for _ in range(3)]).mean((0, 1))
-    before = score()
-    for _ in range(20):
-        method.train_iteration()
-    after = score()
-    assert after[-1] > before[-1] + 3.0, (before, after)  # measured: -22.1 -> -16.1 (seeds 1, 2: +10, +7)
-    assert after[-1] > after[0] + 1.0, after  # and the fast updates help (measured +2.6; seeds 1, 2: +1.7, +4.5)
+
+    gains, fast_update_gains = [], []
+    for seed in range(3):
+        method = make("point_robot", "maml", seed=seed, policy_hidden=[32, 32], meta_batch=10,
+                      episodes_per_task=10, ppo_epochs=5, lr=3e-3, init_log_std=-1.0)
+        before = score(method)
+        for _ in range(20):
+            method.train_iteration()
+        after = score(method)
+        gains.append(float(after[-1] - before[-1]))
+        fast_update_gains.append(float(after[-1] - after[0]))
+    # measured, seeds 0 / 1 / 2: +5.3 / +13.1 / +10.6 and +0.9 / +1.6 / +2.2
+    assert np.mean(gains) > 3.0, gains
+    assert np.mean(fast_update_gains) > 1.0, fast_update_gains  # the fast updates help
