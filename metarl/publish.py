@@ -58,6 +58,7 @@ def _cost_reports(results: Path, experiments, whole: bool) -> dict[str, str]:
     from metarl import bench_dag
 
     jobs = bench_dag.read_benchmarks(results / "benchmarks")
+    jobs["resumed_from"] = bench_dag.resumed_from(jobs, results / "logs")
     reports = {"cost.txt": bench_dag.report(jobs, 10, 4.0, 30.0)} if whole else {}
     experiment_of = jobs["job"].str.split("/").str[1]
     for experiment in experiments:

@@ -347,3 +347,29 @@ def test_bench_dag_sums_benchmark_files(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "train/E1/gridworld/vate/seed1" in printed and "seed0" not in printed.split("Longest")[1].split("total job")[0]
     assert "longest job 60.0 min (target ≤ 30 min: MISSED)" in printed
+
+
+def test_bench_dag_names_jobs_resumed_from_a_checkpoint(tmp_path, capsys):
+    """A resumed job's benchmark file times only its last attempt: the report must say so."""
+    header = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
+    row = "60.0\t0:01:00\t100\t1\t1\t1\t0\t0\t99\t59.0\n"
+    logs = {"train/E3/ant_goal/pearl/seed2": "[E3/ant_goal/pearl/seed2] resumed from checkpoint at iteration 11 "
+                                              "(results/.resume/E3/ant_goal/pearl/seed2.pt)\n[...] it 12/20\n",
+            "train/E3/ant_goal/pearl/seed0": "[E3/ant_goal/pearl/seed0] training on cpu for 20 iterations\n"}
+    for job, text in logs.items():
+        for root, suffix, content in (("benchmarks", ".tsv", header + row), ("logs", ".log", text)):
+            path = tmp_path / root / f"{job}{suffix}"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(content)
+    (tmp_path / "benchmarks/evaluate/E3/ant_goal/pearl").mkdir(parents=True)
+    (tmp_path / "benchmarks/evaluate/E3/ant_goal/pearl/seed0.tsv").write_text(header + row)   # no log at all
+    jobs = bench_dag.read_benchmarks(tmp_path / "benchmarks")
+    resumed = bench_dag.resumed_from(jobs, tmp_path / "logs").set_axis(jobs["job"])
+    assert resumed["train/E3/ant_goal/pearl/seed2"] == 11
+    assert resumed.drop("train/E3/ant_goal/pearl/seed2").isna().all()
+    bench_dag.main(["--dir", str(tmp_path / "benchmarks")])   # logs/ beside it by default
+    printed = capsys.readouterr().out
+    assert "1 job(s) resumed from a checkpoint" in printed
+    assert "train/E3/ant_goal/pearl/seed2 (from iteration 11)" in printed and "seed0 (from" not in printed
+    bench_dag.main(["--dir", str(tmp_path / "benchmarks"), "--logs", str(tmp_path / "elsewhere")])
+    assert "resumed" not in capsys.readouterr().out
