@@ -43,11 +43,12 @@ def _prize_table(width, height, start, goals, horizon, episodes, goal_reward, st
     return prize
 
 
-def _best_prize(succ, bit, prize, start_cell, horizon, episodes, lower_bound=-np.inf, beam=None):
+def _best_prize(succ, bit, prize, start_cell, horizon, episodes, lower_bound=-np.inf, beam=None, trace=False):
     """Forward DP over belief states ``code = visited_mask * n_cells + cell``; returns the best
-    total prize. States whose prize plus the upper bound still to come is below ``lower_bound``
-    are dropped (exact for any feasible ``lower_bound``); ``beam`` keeps only the best states per
-    layer (a fast feasible solution, used as the lower bound)."""
+    total prize (and with ``trace``, the cell after each step of a search path that attains it).
+    States whose prize plus the upper bound still to come is below ``lower_bound`` are dropped
+    (exact for any feasible ``lower_bound``); ``beam`` keeps only the best states per layer (a
+    fast feasible solution, used as the lower bound)."""
     n_cells, n_goals = succ.shape[0], int(np.count_nonzero(bit))
     steps = episodes * horizon
     # upper_bound[T, n]: at most one goal is newly found per step, each worth at most the
@@ -58,22 +59,32 @@ def _best_prize(succ, bit, prize, start_cell, horizon, episodes, lower_bound=-np
         top = np.sort(best_per_step[T + 1:])[::-1]
         upper_bound[T, 1:] = np.cumsum(np.pad(top, (0, max(0, n_goals - len(top))))[:n_goals])
     codes, values = np.array([start_cell], dtype=np.int64), np.zeros(1)
+    layers = []     # per step: (cells, index of each state's predecessor in the previous layer)
     for T in range(1, steps + 1):
         if T > 1 and (T - 1) % horizon == 0:  # new episode: back to the start, belief kept
             codes = codes // n_cells * n_cells + start_cell
         mask, cell = np.repeat(codes // n_cells, succ.shape[1]), succ[codes % n_cells].ravel()
         values = np.repeat(values, succ.shape[1]) + np.where(mask & bit[cell], 0.0, prize[T, cell])
+        parent = np.repeat(np.arange(len(codes)), succ.shape[1])
         codes = (mask | bit[cell]) * n_cells + cell
         remaining = n_goals - np.bitwise_count(codes // n_cells)
         keep = values + upper_bound[T, remaining] >= lower_bound - 1e-9
-        codes, values = codes[keep], values[keep]
-        order = np.lexsort((-values, codes))  # per state keep its best value
+        order = np.flatnonzero(keep)
+        order = order[np.lexsort((-values[order], codes[order]))]  # per state keep its best value
         first = np.r_[True, codes[order][1:] != codes[order][:-1]]
-        codes, values = codes[order][first], values[order][first]
-        if beam is not None and len(codes) > beam:
-            top = np.argpartition(-values, beam)[:beam]
-            codes, values = codes[top], values[top]
-    return values.max()
+        order = order[first]
+        if beam is not None and len(order) > beam:
+            order = order[np.argpartition(-values[order], beam)[:beam]]
+        codes, values = codes[order], values[order]
+        if trace:
+            layers.append((codes % n_cells, parent[order]))
+    if not trace:
+        return values.max()
+    state, path = int(np.argmax(values)), []
+    for cells, parents in reversed(layers):
+        path.append(int(cells[state]))
+        state = int(parents[state])
+    return values.max(), path[::-1]
 
 
 def bayes_optimal_return(width: int = gw.SIZE, height: int = gw.SIZE, start=gw.START, goals=None,
@@ -92,6 +103,47 @@ def bayes_optimal_return(width: int = gw.SIZE, height: int = gw.SIZE, start=gw.S
     return step_reward * episodes * horizon + best / len(goals)
 
 
+def bayes_optimal_episode_returns(horizon: int = gw.HORIZON, episodes: int = gw.EPISODES,
+                                  eval_goals=None) -> np.ndarray:
+    """Return of each episode of the E1 meta-episode under a Bayes-optimal agent (optimal for the
+    uniform goal prior): an optimal search path from the DP above, replayed in the gridworld
+    environment per goal (follow the path until the goal is found, then stay on it; in later
+    episodes walk straight to it and stay), averaged over ``eval_goals`` (default: every goal once,
+    the prior's expectation; a task split's goals give that agent's return on the split). The split
+    between episodes is that of this optimal path (others may exist)."""
+    import gymnasium as gym
+
+    import metarl.envs  # noqa: F401  (registers the gym ids)
+
+    goals, height = [tuple(g) for g in gw.GOALS], gw.SIZE
+    cells = [(x, y) for x in range(gw.SIZE) for y in range(height)]
+    succ = np.array([[min(max(x + dx, 0), gw.SIZE - 1) * height + min(max(y + dy, 0), height - 1)
+                      for dx, dy in gw.MOVES] for x, y in cells], dtype=np.int64)
+    bit = np.array([1 << goals.index(c) if c in goals else 0 for c in cells], dtype=np.int64)
+    prize = _prize_table(gw.SIZE, height, gw.START, goals, horizon, episodes, gw.GOAL_REWARD, gw.STEP_REWARD)
+    args = succ, bit, prize, gw.START[0] * height + gw.START[1], horizon, episodes
+    _, path = _best_prize(*args, lower_bound=_best_prize(*args, beam=2000), trace=True)
+    start_cell = gw.START[0] * height + gw.START[1]
+    actions = [int(np.flatnonzero(succ[start_cell if T % horizon == 0 else path[T - 1]] == cell)[0])
+               for T, cell in enumerate(path)]
+    env = gym.make("metarl/GridWorld-v0", max_episode_steps=None).unwrapped
+    eval_goals = goals if eval_goals is None else [tuple(g) for g in eval_goals]
+    returns = np.zeros(episodes)
+    for goal in eval_goals:
+        found = False
+        for episode in range(episodes):
+            env.reset(options={"task": {"goal": list(goal)}})
+            for step in range(horizon):
+                action = actions[episode * horizon + step]
+                if found:   # straight to the goal, then stay
+                    dx, dy = goal[0] - env.pos[0], goal[1] - env.pos[1]
+                    action = gw.MOVES.index((int(np.sign(dx)), 0) if dx else (0, int(np.sign(dy))))
+                reward = env.step(action)[1]
+                found = found or reward > 0
+                returns[episode] += reward / len(eval_goals)
+    return returns
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="metarl bayes-optimal", description="Exact Bayes-optimal return of the E1 gridworld")
     parser.add_argument("--episodes", type=int, default=gw.EPISODES)
@@ -102,6 +154,8 @@ def main(argv=None) -> None:
     value = bayes_optimal_return(horizon=args.horizon, episodes=args.episodes)
     print(f"Bayes-optimal expected return over {args.episodes} episodes of {args.horizon} steps: "
           f"{value:.4f}  ({time.perf_counter() - t0:.1f} s)")
+    if (args.episodes, args.horizon) == (gw.EPISODES, gw.HORIZON):
+        print("per episode (one optimal search path): " + " / ".join(f"{r:.4f}" for r in bayes_optimal_episode_returns()))
     if args.out:
         save_json({"label": "Bayes-optimal", "values": {"gridworld": value}}, args.out)
 

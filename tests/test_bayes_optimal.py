@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 import metarl  # noqa: F401  (registers the gym ids)
-from metarl.bayes_optimal import bayes_optimal_return
+from metarl.analysis.claims import known_goal_episode_return
+from metarl.bayes_optimal import bayes_optimal_episode_returns, bayes_optimal_return
 from metarl.envs import gridworld as gw
 
 
@@ -84,3 +85,21 @@ def test_gridworld_value_within_bounds():
                           for d in (x + y for x, y in gw.GOALS)])  # an oracle that sees the goal
     assert scripted_search_return() < value < known_goal
     assert value == pytest.approx(26.142857, abs=1e-4)  # 549/21, regression value
+
+
+def test_episode_returns_replay_the_optimal_path_in_the_env():
+    """The optimal search path, replayed in the gym environment goal by goal, earns the DP's value
+    (two independent accountings: prize table vs environment rewards); it finds every goal in
+    episode 1, so episodes 2 and 3 earn exactly the known-goal return."""
+    per_episode = bayes_optimal_episode_returns()
+    assert per_episode.sum() == pytest.approx(bayes_optimal_return(), abs=1e-9)
+    known_goal = np.mean([known_goal_episode_return(goal) for goal in gw.GOALS])
+    assert per_episode[1:] == pytest.approx([known_goal, known_goal], abs=1e-9)
+    assert per_episode[0] == pytest.approx(bayes_optimal_return() - 2 * known_goal, abs=1e-9)
+    # on a split's goals (with repeats) the same agent's return is the goal-weighted mean
+    goals = [gw.GOALS[0]] * 3 + [gw.GOALS[-1]]
+    on_split = bayes_optimal_episode_returns(eval_goals=goals)
+    one = [bayes_optimal_episode_returns(eval_goals=[goal]) for goal in (gw.GOALS[0], gw.GOALS[-1])]
+    assert on_split == pytest.approx((3 * one[0] + one[1]) / 4)
+    assert on_split[1] == pytest.approx((3 * known_goal_episode_return(gw.GOALS[0])
+                                         + known_goal_episode_return(gw.GOALS[-1])) / 4)
