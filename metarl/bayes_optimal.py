@@ -87,24 +87,29 @@ def _best_prize(succ, bit, prize, start_cell, horizon, episodes, lower_bound=-np
     return values.max(), path[::-1]
 
 
-def bayes_optimal_return(width: int = gw.SIZE, height: int = gw.SIZE, start=gw.START, goals=None,
-                         horizon: int = gw.HORIZON, episodes: int = gw.EPISODES,
-                         goal_reward: float = gw.GOAL_REWARD, step_reward: float = gw.STEP_REWARD) -> float:
-    """Expected return over a meta-episode of the Bayes-optimal agent, goal uniform over
-    ``goals`` (default: the E1 gridworld)."""
-    goals = [tuple(g) for g in (gw.GOALS if goals is None else goals)]
+def _solve(width, height, start, goals, horizon, episodes, goal_reward, step_reward, trace=False):
+    """The exact best prize over search paths (with ``trace``, also the path): the beam search's
+    value is the pruning bound of the exact pass."""
     cells = [(x, y) for x in range(width) for y in range(height)]
     succ = np.array([[min(max(x + dx, 0), width - 1) * height + min(max(y + dy, 0), height - 1)
                       for dx, dy in gw.MOVES] for x, y in cells], dtype=np.int64)
     bit = np.array([1 << goals.index(c) if c in goals else 0 for c in cells], dtype=np.int64)
     prize = _prize_table(width, height, start, goals, horizon, episodes, goal_reward, step_reward)
     args = succ, bit, prize, start[0] * height + start[1], horizon, episodes
-    best = _best_prize(*args, lower_bound=_best_prize(*args, beam=2000))
+    return _best_prize(*args, lower_bound=_best_prize(*args, beam=2000), trace=trace)
+
+
+def bayes_optimal_return(width: int = gw.SIZE, height: int = gw.SIZE, start=gw.START, goals=None,
+                         horizon: int = gw.HORIZON, episodes: int = gw.EPISODES,
+                         goal_reward: float = gw.GOAL_REWARD, step_reward: float = gw.STEP_REWARD) -> float:
+    """Expected return over a meta-episode of the Bayes-optimal agent, goal uniform over
+    ``goals`` (default: the E1 gridworld)."""
+    goals = [tuple(g) for g in (gw.GOALS if goals is None else goals)]
+    best = _solve(width, height, start, goals, horizon, episodes, goal_reward, step_reward)
     return step_reward * episodes * horizon + best / len(goals)
 
 
-def bayes_optimal_episode_returns(horizon: int = gw.HORIZON, episodes: int = gw.EPISODES,
-                                  eval_goals=None) -> np.ndarray:
+def bayes_optimal_episode_returns(eval_goals=None) -> np.ndarray:
     """Return of each episode of the E1 meta-episode under a Bayes-optimal agent (optimal for the
     uniform goal prior): an optimal search path from the DP above, replayed in the gridworld
     environment per goal (follow the path until the goal is found, then stay on it; in later
@@ -115,17 +120,16 @@ def bayes_optimal_episode_returns(horizon: int = gw.HORIZON, episodes: int = gw.
 
     import metarl.envs  # noqa: F401  (registers the gym ids)
 
-    goals, height = [tuple(g) for g in gw.GOALS], gw.SIZE
-    cells = [(x, y) for x in range(gw.SIZE) for y in range(height)]
-    succ = np.array([[min(max(x + dx, 0), gw.SIZE - 1) * height + min(max(y + dy, 0), height - 1)
-                      for dx, dy in gw.MOVES] for x, y in cells], dtype=np.int64)
-    bit = np.array([1 << goals.index(c) if c in goals else 0 for c in cells], dtype=np.int64)
-    prize = _prize_table(gw.SIZE, height, gw.START, goals, horizon, episodes, gw.GOAL_REWARD, gw.STEP_REWARD)
-    args = succ, bit, prize, gw.START[0] * height + gw.START[1], horizon, episodes
-    _, path = _best_prize(*args, lower_bound=_best_prize(*args, beam=2000), trace=True)
-    start_cell = gw.START[0] * height + gw.START[1]
-    actions = [int(np.flatnonzero(succ[start_cell if T % horizon == 0 else path[T - 1]] == cell)[0])
-               for T, cell in enumerate(path)]
+    goals, horizon, episodes = [tuple(g) for g in gw.GOALS], gw.HORIZON, gw.EPISODES
+    _, path = _solve(gw.SIZE, gw.SIZE, gw.START, goals, horizon, episodes, gw.GOAL_REWARD, gw.STEP_REWARD,
+                     trace=True)
+    def moved(x, y, dx, dy):
+        return min(max(x + dx, 0), gw.SIZE - 1), min(max(y + dy, 0), gw.SIZE - 1)
+
+    actions = []    # the move from the previous cell (the start at an episode's first step)
+    for T, cell in enumerate(path):
+        x, y = divmod(path[T - 1], gw.SIZE) if T % horizon else gw.START
+        actions.append(next(a for a, move in enumerate(gw.MOVES) if moved(x, y, *move) == divmod(cell, gw.SIZE)))
     env = gym.make("metarl/GridWorld-v0", max_episode_steps=None).unwrapped
     eval_goals = goals if eval_goals is None else [tuple(g) for g in eval_goals]
     returns = np.zeros(episodes)
