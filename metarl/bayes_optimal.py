@@ -45,7 +45,7 @@ def _prize_table(width, height, start, goals, horizon, episodes, goal_reward, st
 
 def _best_prize(succ, bit, prize, start_cell, horizon, episodes, lower_bound=-np.inf, beam=None, trace=False):
     """Forward DP over belief states ``code = visited_mask * n_cells + cell``; returns the best
-    total prize (and with ``trace``, the cell after each step of a search path that attains it).
+    total prize (and with ``trace``, the action at each step of a search path that attains it).
     States whose prize plus the upper bound still to come is below ``lower_bound`` are dropped
     (exact for any feasible ``lower_bound``); ``beam`` keeps only the best states per layer (a
     fast feasible solution, used as the lower bound)."""
@@ -59,13 +59,12 @@ def _best_prize(succ, bit, prize, start_cell, horizon, episodes, lower_bound=-np
         top = np.sort(best_per_step[T + 1:])[::-1]
         upper_bound[T, 1:] = np.cumsum(np.pad(top, (0, max(0, n_goals - len(top))))[:n_goals])
     codes, values = np.array([start_cell], dtype=np.int64), np.zeros(1)
-    layers = []     # per step: (cells, index of each state's predecessor in the previous layer)
+    layers = []     # per step and kept state: its index in the expansion (predecessor · moves + action)
     for T in range(1, steps + 1):
         if T > 1 and (T - 1) % horizon == 0:  # new episode: back to the start, belief kept
             codes = codes // n_cells * n_cells + start_cell
         mask, cell = np.repeat(codes // n_cells, succ.shape[1]), succ[codes % n_cells].ravel()
         values = np.repeat(values, succ.shape[1]) + np.where(mask & bit[cell], 0.0, prize[T, cell])
-        parent = np.repeat(np.arange(len(codes)), succ.shape[1])
         codes = (mask | bit[cell]) * n_cells + cell
         remaining = n_goals - np.bitwise_count(codes // n_cells)
         keep = values + upper_bound[T, remaining] >= lower_bound - 1e-9
@@ -77,18 +76,18 @@ def _best_prize(succ, bit, prize, start_cell, horizon, episodes, lower_bound=-np
             order = order[np.argpartition(-values[order], beam)[:beam]]
         codes, values = codes[order], values[order]
         if trace:
-            layers.append((codes % n_cells, parent[order]))
+            layers.append(order)
     if not trace:
         return values.max()
-    state, path = int(np.argmax(values)), []
-    for cells, parents in reversed(layers):
-        path.append(int(cells[state]))
-        state = int(parents[state])
-    return values.max(), path[::-1]
+    state, actions = int(np.argmax(values)), []
+    for order in reversed(layers):
+        state, action = divmod(int(order[state]), succ.shape[1])
+        actions.append(action)
+    return values.max(), actions[::-1]
 
 
 def _solve(width, height, start, goals, horizon, episodes, goal_reward, step_reward, trace=False):
-    """The exact best prize over search paths (with ``trace``, also the path): the beam search's
+    """The exact best prize over search paths (with ``trace``, also its actions): the beam search's
     value is the pruning bound of the exact pass."""
     cells = [(x, y) for x in range(width) for y in range(height)]
     succ = np.array([[min(max(x + dx, 0), width - 1) * height + min(max(y + dy, 0), height - 1)
@@ -121,15 +120,8 @@ def bayes_optimal_episode_returns(eval_goals=None) -> np.ndarray:
     import metarl.envs  # noqa: F401  (registers the gym ids)
 
     goals, horizon, episodes = [tuple(g) for g in gw.GOALS], gw.HORIZON, gw.EPISODES
-    _, path = _solve(gw.SIZE, gw.SIZE, gw.START, goals, horizon, episodes, gw.GOAL_REWARD, gw.STEP_REWARD,
-                     trace=True)
-    def moved(x, y, dx, dy):
-        return min(max(x + dx, 0), gw.SIZE - 1), min(max(y + dy, 0), gw.SIZE - 1)
-
-    actions = []    # the move from the previous cell (the start at an episode's first step)
-    for T, cell in enumerate(path):
-        x, y = divmod(path[T - 1], gw.SIZE) if T % horizon else gw.START
-        actions.append(next(a for a, move in enumerate(gw.MOVES) if moved(x, y, *move) == divmod(cell, gw.SIZE)))
+    _, actions = _solve(gw.SIZE, gw.SIZE, gw.START, goals, horizon, episodes, gw.GOAL_REWARD, gw.STEP_REWARD,
+                        trace=True)
     env = gym.make("metarl/GridWorld-v0", max_episode_steps=None).unwrapped
     eval_goals = goals if eval_goals is None else [tuple(g) for g in eval_goals]
     returns = np.zeros(episodes)
