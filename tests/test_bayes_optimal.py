@@ -95,6 +95,7 @@ def test_episode_returns_replay_the_optimal_path_in_the_env():
     assert per_episode.sum() == pytest.approx(bayes_optimal_return(), abs=1e-9)
     known_goal = np.mean([known_goal_episode_return(goal) for goal in gw.GOALS])
     assert per_episode[1:] == pytest.approx([known_goal, known_goal], abs=1e-9)
+    assert per_episode[0] == pytest.approx(bayes_optimal_return() - 2 * known_goal, abs=1e-9)
     # on a split's goals (with repeats) the same agent's return is the goal-weighted mean
     goals = [gw.GOALS[0]] * 3 + [gw.GOALS[-1]]
     on_split = bayes_optimal_episode_returns(eval_goals=goals)
