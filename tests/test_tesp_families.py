@@ -224,6 +224,8 @@ def test_maml_improves_the_dense_point_robot():
         after = score(method)
         gains.append(float(after[-1] - before[-1]))
         fast_update_gains.append(float(after[-1] - after[0]))
-    # measured, seeds 0 / 1 / 2: +5.3 / +13.1 / +10.6 and +0.9 / +1.6 / +2.2
-    assert np.mean(gains) > 3.0, gains
-    assert np.mean(fast_update_gains) > 1.0, fast_update_gains  # the fast updates help
+    # measured, seeds 0 / 1 / 2: +5.3 / +13.1 / +10.6 and +0.9 / +1.6 / +2.2. The single-seed form
+    # (seed 0 above +1.0 after the fast updates) misses on the 80 / 20 task set: +0.89
+    assert min(gains) > 3.0, gains
+    assert np.mean(fast_update_gains) > 1.0, fast_update_gains  # the fast updates help ...
+    assert min(fast_update_gains) > 0.0, fast_update_gains      # ... in every seed
