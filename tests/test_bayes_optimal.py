@@ -103,3 +103,19 @@ def test_episode_returns_replay_the_optimal_path_in_the_env():
     assert on_split == pytest.approx((3 * one[0] + one[1]) / 4)
     assert on_split[1] == pytest.approx((3 * known_goal_episode_return(gw.GOALS[0])
                                          + known_goal_episode_return(gw.GOALS[-1])) / 4)
+
+
+def test_bayes_optimal_agents_differ_on_a_finite_split():
+    """Why E1's Bayes-optimal claim compares against the prior's expectation, not a split's: the
+    gridworld is symmetric under x <-> y (start on the diagonal, goal set closed under the swap),
+    so the mirror image of an optimal search path is optimal too. Both earn the DP's value under
+    the prior, yet on a split that is not symmetric they earn different returns, so "the
+    Bayes-optimal return on the test split" is not one number (E1's test split: 26.43 vs 26.26)."""
+    assert gw.START[0] == gw.START[1] and {(y, x) for x, y in gw.GOALS} == set(gw.GOALS)
+    swap = [(y, x) for x, y in gw.GOALS]
+    path, mirrored = bayes_optimal_episode_returns(), bayes_optimal_episode_returns(eval_goals=swap)
+    assert mirrored.sum() == pytest.approx(path.sum(), abs=1e-9) == pytest.approx(bayes_optimal_return(), abs=1e-9)
+    split = [(0, 4), (0, 4), (1, 3), (4, 2)]
+    on_split = bayes_optimal_episode_returns(eval_goals=split)
+    mirror_on_split = bayes_optimal_episode_returns(eval_goals=[(y, x) for x, y in split])
+    assert abs(on_split.sum() - mirror_on_split.sum()) > 0.1

@@ -451,6 +451,9 @@ class Results:
     def reference(self, experiment: str, row: dict) -> float:
         name, family = row["rhs"]["reference"], row["family"]
         if name == "bayes_optimal":
+            # the prior's expectation (the paper's number), not the agent's return on the evaluated
+            # split as known_goal below: Bayes-optimal agents tie under the prior but not on a finite
+            # split (tests/test_bayes_optimal.py, test_bayes_optimal_agents_differ_on_a_finite_split)
             path = self.root / "E1" / "bayes_optimal.json"
             if not path.exists():
                 raise Missing(f"{path} not found")
