@@ -144,13 +144,16 @@ def test_humanoid_dir_reward_and_termination():
     assert step_from(env, {"angle": angle}, qpos=qpos)[1]
 
 
-@pytest.mark.parametrize(("name", "gym_id"), [("ant_goal", "Ant-v5"), ("humanoid_dir", "Humanoid-v5")])
-def test_contact_forces_match_gymnasium(name, gym_id):
+@pytest.mark.parametrize(("name", "gym_id", "gym_kwargs"), [
+    ("ant_goal", "Ant-v5", {"exclude_current_positions_from_observation": False}),
+    ("humanoid_dir", "Humanoid-v5", {}),
+])
+def test_contact_forces_match_gymnasium(name, gym_id, gym_kwargs):
     """Both env forms observe gymnasium's cfrc_ext: zero after a reset, then at every step."""
     family = get_family(name)
     env = make(name)
     batched = family.make_batched(2)
-    references = [gym.make(gym_id).unwrapped for _ in range(2)]
+    references = [gym.make(gym_id, **gym_kwargs).unwrapped for _ in range(2)]
     for env_form in ("gym", "batched"):
         # same seeds, same initial-state noise: the four envs start in gymnasium's state
         obs = batched.reset(seed=[3, 4]).numpy() if env_form == "batched" else env.reset(seed=3)[0][None]
@@ -175,6 +178,52 @@ def test_contact_forces_match_gymnasium(name, gym_id):
             if ended.any():  # frozen from here on; gymnasium's envs would go on
                 break
         assert in_contact >= 10  # contacts were compared, not just zeros
+
+
+# PEARL's observations (oyster rlkit/envs): gymnasium's env configured to match, plus for the
+# cheetahs the torso frame's position that oyster appends (get_body_com("torso") = MjData.xpos)
+OYSTER_OBSERVATIONS = [
+    ("cheetah_vel", "HalfCheetah-v5", {}, True),
+    ("cheetah_dir", "HalfCheetah-v5", {}, True),
+    ("ant_fwd_back", "Ant-v5", {"include_cfrc_ext_in_observation": False}, False),
+    ("ant_goal", "Ant-v5", {"exclude_current_positions_from_observation": False}, False),
+]
+
+
+@pytest.mark.parametrize(("name", "gym_id", "gym_kwargs", "torso_position"), OYSTER_OBSERVATIONS)
+def test_locomotion_observations_are_oysters(name, gym_id, gym_kwargs, torso_position):
+    """Both env forms observe what oyster's envs do: ant-goal its x-y position, ant-dir no contact
+    forces, the cheetahs their torso's position; checked against gymnasium's own env over random
+    steps from the same initial states."""
+    family = get_family(name)
+    env, batched = make(name), family.make_batched(2)
+    references = [gym.make(gym_id, **gym_kwargs).unwrapped for _ in range(2)]
+
+    def reference_obs(i, obs):
+        torso = references[i].data.body("torso").xpos
+        return np.concatenate([obs, torso]) if torso_position else obs
+
+    expected_dim = references[0].observation_space.shape[0] + (3 if torso_position else 0)
+    assert family.obs_dim == expected_dim
+    for env_form in ("gym", "batched"):
+        obs = batched.reset(seed=[3, 4]).numpy() if env_form == "batched" else env.reset(seed=3)[0][None]
+        for i, o in enumerate(obs):
+            np.testing.assert_allclose(o, reference_obs(i, references[i].reset(seed=3 + i)[0]), rtol=1e-6, atol=1e-6)
+        rng = np.random.default_rng(1)
+        for _ in range(30):
+            action = rng.uniform(-1.0, 1.0, (2, family.act_dim))
+            if env_form == "batched":
+                obs, _, terminated, _, _ = batched.step(torch.from_numpy(action))
+                obs, ended = obs.numpy(), terminated.numpy()
+            else:
+                o, _, ended, _, _ = env.step(action[0])
+                obs, ended = o[None], np.array([ended])
+            for i, o in enumerate(obs):
+                np.testing.assert_allclose(o, reference_obs(i, references[i].step(action[i])[0]), rtol=1e-5, atol=1e-5)
+            if ended.any():
+                break
+    if name == "ant_goal":  # the x-y position is observed and moves
+        assert np.abs(obs[0, :2] - references[0].init_qpos[:2]).max() > 1e-3
 
 
 def test_walker_params_reward_and_termination():

@@ -58,9 +58,11 @@ def test_recorded_trajectories_are_the_evaluations_first_and_last(pearl_model):
         first, last = first_and_last(recording, task)
         assert first.task is task and last.task is task
         for trajectory, k in ((first, 0), (last, -1)):
-            # gymnasium's HalfCheetah observation: qpos without the x coordinate, then qvel
+            # PEARL's HalfCheetah observation: qpos without the x coordinate, qvel, then the torso
+            # frame's position, which a recording does not keep (tests/test_envs_mujoco.py checks it)
             from_states = np.concatenate([trajectory.qpos[:, 1:], trajectory.qvel], 1)
-            np.testing.assert_allclose(from_states, observations[t, k], rtol=1e-5, atol=1e-5)
+            np.testing.assert_allclose(from_states, observations[t, k, :, :from_states.shape[1]], rtol=1e-5, atol=1e-5)
+            assert observations.shape[-1] == from_states.shape[1] + 3
     # the prior's trajectory and the posterior's differ, so the video compares two behaviours
     assert not np.allclose(observations[:, 0], observations[:, -1])
 

@@ -1,7 +1,12 @@
 """PEARL's locomotion task families (SPEC E3) on gymnasium's MJCF models.
 
-Observations, frame skips, reset noise and health checks are those of gymnasium's v5
-envs; rewards, task distributions and split sizes follow SPEC E3 (PEARL's public code).
+Observations are PEARL's (katerakelly/oyster rlkit/envs/*.py ``_get_obs``), which differ from
+gymnasium's v5 defaults for the cheetahs (the torso's position is observed) and the ants
+(ant-dir observes no contact forces; ant-goal observes its x-y position, without which its
+policy cannot tell where it is relative to the goal); features that are always zero there
+(the world body's forces, the humanoid's root actuator forces) are left out. Frame skips,
+reset noise and health checks are gymnasium's v5; rewards, task distributions and split sizes
+follow SPEC E3 (PEARL's public code).
 Velocities are displacements of ``position`` over one env step divided by ``dt``; the
 ant's position is its torso's ``qpos``, the humanoid's its centre of mass (from ``xipos``,
 as in gymnasium and PEARL).
@@ -45,9 +50,12 @@ class _HalfCheetah(MujocoFamily):
     frame_skip = 5
     reset_noise_scale = 0.1
     qvel_noise = "normal"
+    derived_fields = ("xpos",)
 
     def observe(self, s: State) -> np.ndarray:
-        return np.concatenate([s["qpos"][:, 1:], s["qvel"]], axis=1)
+        # oyster rlkit/envs/half_cheetah.py: gymnasium's observation plus get_body_com("torso"),
+        # the torso frame's position (x, 0, z) as MjData holds it after the step
+        return np.concatenate([s["qpos"][:, 1:], s["qvel"], s["xpos"][:, 1]], axis=1)
 
     def position(self, s: State) -> np.ndarray:
         return s["qpos"][:, :1]
@@ -99,8 +107,9 @@ class _Ant(MujocoFamily):
     camera_distance = 6.0
 
     def observe(self, s: State) -> np.ndarray:
-        forces = np.clip(s["cfrc_ext"][:, 1:], -1.0, 1.0).reshape(len(s["qpos"]), -1)
-        return np.concatenate([s["qpos"][:, 2:], s["qvel"], forces], axis=1)
+        # oyster rlkit/envs/ant.py (ant-dir): joint positions without x-y, and velocities; the
+        # contact forces enter the reward only
+        return np.concatenate([s["qpos"][:, 2:], s["qvel"]], axis=1)
 
     def position(self, s: State) -> np.ndarray:
         return s["qpos"][:, :2]
@@ -146,6 +155,12 @@ class AntGoalFamily(_Ant, _RandomTaskFamily):
 
     def task_array(self, tasks):
         return np.array([t["goal"] for t in tasks], dtype=np.float64)
+
+    def observe(self, s: State) -> np.ndarray:
+        # oyster rlkit/envs/ant_goal.py: the whole qpos (x-y included), qvel and the clipped
+        # contact forces (less the world body's, always zero)
+        forces = np.clip(s["cfrc_ext"][:, 1:], -1.0, 1.0).reshape(len(s["qpos"]), -1)
+        return np.concatenate([s["qpos"], s["qvel"], forces], axis=1)
 
     def reward(self, s, before, after, action, task):
         reward = -np.abs(after - task).sum(axis=1) - control_cost(action, 0.1) - self.contact_cost(s)
