@@ -144,40 +144,49 @@ def test_humanoid_dir_reward_and_termination():
     assert step_from(env, {"angle": angle}, qpos=qpos)[1]
 
 
+def both_env_forms(name, action_scale, rng_seed, seeds=(3, 4), steps=30):
+    """Drive the gym env (first seed) and the batched env (all seeds) of ``name`` with the same
+    uniform random actions. Yields (gym env, obs (n, obs_dim), actions) after the reset (actions
+    None) and after each step, until a simulation ends (frozen then; gymnasium's would go on)."""
+    family = get_family(name)
+    env, batched = make(name), family.make_batched(len(seeds))
+    for form in ("gym", "batched"):
+        obs = batched.reset(seed=list(seeds)).numpy() if form == "batched" else env.reset(seed=seeds[0])[0][None]
+        yield env, obs, None
+        rng = np.random.default_rng(rng_seed)
+        for _ in range(steps):
+            action = rng.uniform(-action_scale, action_scale, (len(seeds), family.act_dim))
+            if form == "batched":
+                obs, _, terminated, _, _ = batched.step(torch.from_numpy(action))
+                obs, ended = obs.numpy(), terminated.numpy()
+            else:
+                o, _, ended, _, _ = env.step(action[0])
+                obs, ended = o[None], np.array([ended])
+            yield env, obs, action[:len(obs)]
+            if ended.any():
+                break
+
+
 @pytest.mark.parametrize(("name", "gym_id", "gym_kwargs"), [
     ("ant_goal", "Ant-v5", {"exclude_current_positions_from_observation": False}),
     ("humanoid_dir", "Humanoid-v5", {}),
 ])
 def test_contact_forces_match_gymnasium(name, gym_id, gym_kwargs):
     """Both env forms observe gymnasium's cfrc_ext: zero after a reset, then at every step."""
-    family = get_family(name)
-    env = make(name)
-    batched = family.make_batched(2)
     references = [gym.make(gym_id, **gym_kwargs).unwrapped for _ in range(2)]
-    for env_form in ("gym", "batched"):
-        # same seeds, same initial-state noise: the four envs start in gymnasium's state
-        obs = batched.reset(seed=[3, 4]).numpy() if env_form == "batched" else env.reset(seed=3)[0][None]
+    in_contact = {1: 0, 2: 0}  # per env form: the gym env observes one simulation, the batched two
+    for env, obs, action in both_env_forms(name, action_scale=0.4, rng_seed=0):
+        # same seeds, same initial-state noise: the envs start in gymnasium's state
         for i, o in enumerate(obs):
-            np.testing.assert_allclose(o, references[i].reset(seed=3 + i)[0], rtol=1e-6, atol=1e-6)
-        rng = np.random.default_rng(0)
-        in_contact = 0
-        for _ in range(30):
-            action = rng.uniform(-0.4, 0.4, (2, family.act_dim))
-            if env_form == "batched":
-                obs, _, terminated, _, _ = batched.step(torch.from_numpy(action))
-                obs, ended = obs.numpy(), terminated.numpy()
-            else:
-                o, _, ended, _, _ = env.step(action[0])
-                obs, ended = o[None], np.array([ended])
-            for i, o in enumerate(obs):
-                reference_obs, _, _, _, info = references[i].step(action[i])
-                np.testing.assert_allclose(o, reference_obs, rtol=1e-5, atol=1e-5)
-                in_contact += info["reward_contact"] < 0
-            if env_form == "gym":
-                np.testing.assert_allclose(env.data.cfrc_ext, references[0].data.cfrc_ext, rtol=1e-9, atol=1e-9)
-            if ended.any():  # frozen from here on; gymnasium's envs would go on
-                break
-        assert in_contact >= 10  # contacts were compared, not just zeros
+            if action is None:
+                np.testing.assert_allclose(o, references[i].reset(seed=3 + i)[0], rtol=1e-6, atol=1e-6)
+                continue
+            reference_obs, _, _, _, info = references[i].step(action[i])
+            np.testing.assert_allclose(o, reference_obs, rtol=1e-5, atol=1e-5)
+            in_contact[len(obs)] += info["reward_contact"] < 0
+        if len(obs) == 1 and action is not None:  # the gym env's own MjData
+            np.testing.assert_allclose(env.data.cfrc_ext, references[0].data.cfrc_ext, rtol=1e-9, atol=1e-9)
+    assert min(in_contact.values()) >= 10  # contacts were compared in both forms, not just zeros
 
 
 # PEARL's observations (oyster rlkit/envs): gymnasium's env configured to match, plus for the
@@ -195,8 +204,6 @@ def test_locomotion_observations_are_oysters(name, gym_id, gym_kwargs, torso_pos
     """Both env forms observe what oyster's envs do: ant-goal its x-y position, ant-dir no contact
     forces, the cheetahs their torso's position; checked against gymnasium's own env over random
     steps from the same initial states."""
-    family = get_family(name)
-    env, batched = make(name), family.make_batched(2)
     references = [gym.make(gym_id, **gym_kwargs).unwrapped for _ in range(2)]
 
     def reference_obs(i, obs):
@@ -204,24 +211,11 @@ def test_locomotion_observations_are_oysters(name, gym_id, gym_kwargs, torso_pos
         return np.concatenate([obs, torso]) if torso_position else obs
 
     expected_dim = references[0].observation_space.shape[0] + (3 if torso_position else 0)
-    assert family.obs_dim == expected_dim
-    for env_form in ("gym", "batched"):
-        obs = batched.reset(seed=[3, 4]).numpy() if env_form == "batched" else env.reset(seed=3)[0][None]
+    assert get_family(name).obs_dim == expected_dim
+    for _, obs, action in both_env_forms(name, action_scale=1.0, rng_seed=1):
         for i, o in enumerate(obs):
-            np.testing.assert_allclose(o, reference_obs(i, references[i].reset(seed=3 + i)[0]), rtol=1e-6, atol=1e-6)
-        rng = np.random.default_rng(1)
-        for _ in range(30):
-            action = rng.uniform(-1.0, 1.0, (2, family.act_dim))
-            if env_form == "batched":
-                obs, _, terminated, _, _ = batched.step(torch.from_numpy(action))
-                obs, ended = obs.numpy(), terminated.numpy()
-            else:
-                o, _, ended, _, _ = env.step(action[0])
-                obs, ended = o[None], np.array([ended])
-            for i, o in enumerate(obs):
-                np.testing.assert_allclose(o, reference_obs(i, references[i].step(action[i])[0]), rtol=1e-5, atol=1e-5)
-            if ended.any():
-                break
+            reference = references[i].reset(seed=3 + i)[0] if action is None else references[i].step(action[i])[0]
+            np.testing.assert_allclose(o, reference_obs(i, reference), rtol=1e-5, atol=1e-5)
     if name == "ant_goal":  # the x-y position is observed and moves
         assert np.abs(obs[0, :2] - references[0].init_qpos[:2]).max() > 1e-3
 
