@@ -51,6 +51,18 @@ def test_curves_of_many_families_wrap_into_rows_of_four(tmp_path):
     assert 2 < width / height < 4  # 4 x 2 panels of aspect 1.3 plus legend; one row of 8 is ~11
 
 
+def test_curves_of_families_on_different_splits_leave_no_empty_panels(tmp_path):
+    """E5: each family has one curve split, not the same one (test, or D for the reaching
+    families): one panel per family, not a split x family grid with empty panels."""
+    curves = synthetic_curves()
+    curves.loc[curves.family == "wheeled", "split"] = "test"
+    data, png = tmp_path / "curves.csv", tmp_path / "curves.png"
+    curves.to_csv(data, index=False)
+    cli.main(["plot", "curves", "--data", str(data), "--style", STYLE, "--out", str(png)])
+    height, width = imread(png).shape[:2]
+    assert width / height > 2.2  # one row of 2 panels of aspect 1.3 plus legend; a 2 x 2 grid is ~1.5
+
+
 def test_curves_subset_names_a_missing_method(tmp_path):
     data = tmp_path / "curves.csv"
     synthetic_curves().to_csv(data, index=False)

@@ -22,17 +22,25 @@ def apply_style(style: dict) -> None:
     sns.set_theme(style=style["style"], context=style["context"], palette=style["palette"])
 
 
+def _one_split_per_family(data: pd.DataFrame) -> bool:
+    return bool((data.groupby("family").split.nunique() == 1).all())
+
+
 def _facets(data: pd.DataFrame) -> dict:
-    """One panel per (split, family): a split per row, or, with one split, families wrapped
-    into rows so that eight families do not make one very wide strip."""
-    if data.split.nunique() > 1:
+    """One panel per (split, family): a split per row where a family has several (E2's D, D′,
+    D″); else one panel per family, wrapped into rows, so that families on different single
+    splits (E5: test, or D for the reaching families) leave no empty panels and eight families
+    do not make one very wide strip."""
+    if not _one_split_per_family(data):
         return {"row": "split", "col": "family"}
     return {"col": "family", "col_wrap": min(MAX_COLUMNS, data.family.nunique())}
 
 
 def _title_panels(grid, data: pd.DataFrame) -> None:
-    if data.split.nunique() == 1:  # wrapped panels lose the split row label: keep it in the title
-        grid.set_titles(f"{{col_name}} ({data.split.iloc[0]})")
+    if _one_split_per_family(data):  # wrapped panels have no split row label: name it in the title
+        split_of = data.groupby("family").split.first()
+        for family, ax in grid.axes_dict.items():
+            ax.set_title(f"{family} ({split_of[family]})")
 
 
 def _save(grid, out_png, dpi: int) -> None:
