@@ -3,6 +3,7 @@ gymnasium conformance, batched == gymnasium form, Walker-Params model restoratio
 from __future__ import annotations
 
 import json
+import warnings
 
 import gymnasium as gym
 import mujoco
@@ -12,7 +13,8 @@ import torch
 from gymnasium.utils.env_checker import check_env
 
 from metarl.envs import get_family
-from metarl.envs.reaching import IN_DISTRIBUTION, MIN_SPACING, OUT_OF_DISTRIBUTION
+from metarl.envs.mujoco_batch import ASSETS, load_model
+from metarl.envs.reaching import IN_DISTRIBUTION, OUT_OF_DISTRIBUTION
 
 LOCOMOTION = ["cheetah_vel", "cheetah_dir", "ant_fwd_back", "ant_goal", "humanoid_dir", "walker_params"]
 REACHING = ["wheeled", "small_ant", "reacher_2link", "reacher_4link"]
@@ -237,6 +239,11 @@ def test_walker_params_reward_and_termination():
     assert step_from(env, task, qpos=qpos)[1]
 
 
+def reaching_point(env) -> np.ndarray:
+    """The rewarded point as MuJoCo computes it: the arm's fingertip body or the base."""
+    return env.data.body("fingertip").xpos[:2] if "reacher" in env.family.name else env.data.qpos[:2]
+
+
 @pytest.mark.parametrize("name", REACHING)
 def test_reaching_reward_and_early_end(name):
     env = make(name)
@@ -245,12 +252,12 @@ def test_reaching_reward_and_early_end(name):
     action = np.full(env.model.nu, 0.5)
     reward, terminated, _, _ = step_from(env, {"goal": goal}, action=action)
     mujoco.mj_forward(env.model, env.data)  # positions of the state after the step
-    point = env.data.site("tip").xpos[:2] if "reacher" in name else env.data.qpos[:2]
-    distance = np.linalg.norm(point - goal)
-    assert reward == pytest.approx(-distance - 1e-3 * env.model.nu * 0.25, abs=1e-9)
+    distance = np.linalg.norm(reaching_point(env) - goal)
+    # the authors' ctrl_cost_coeff 1e-3 times calculate_ctrl_cost, 0.5 * sum(u^2)
+    assert reward == pytest.approx(-distance - 1e-3 * 0.5 * env.model.nu * 0.25, abs=1e-9)
     assert not terminated
     # a goal where the body or fingertip rests ends the episode at once
-    qpos = env.model.qpos0.copy()
+    qpos = env.model.key_qpos[0].copy() if env.model.nkey else env.model.qpos0.copy()
     if "reacher" in name:
         qpos[:] = np.linspace(0.3, -0.6, env.model.nq)
     here = family.position({"qpos": qpos[None]})[0].tolist()
@@ -258,18 +265,61 @@ def test_reaching_reward_and_early_end(name):
     assert terminated and -family.success_radius < reward <= 0
 
 
+def test_small_ant_episode_ends_when_the_torso_leaves_its_height_band():
+    env = make("small_ant")
+    family, far = env.family, np.array([[1.0, 0.0]])
+    start = env.model.key_qpos[0]
+    assert not step_from(env, {"goal": far[0].tolist()}, qpos=start, qvel=np.zeros(env.model.nv))[1]
+    for height, ends in [(0.149, True), (0.15, False), (0.45, False), (0.451, True)]:  # the authors' notdead
+        qpos = start.copy()
+        qpos[2] = height
+        state = {"qpos": qpos[None], "qvel": np.zeros((1, env.model.nv))}
+        _, terminated = family.reward(state, qpos[None, :2], qpos[None, :2], np.zeros((1, 8)), far)
+        assert terminated[0] == ends, height
+    state["qvel"][0, 3] = np.nan
+    assert family.reward(state, qpos[None, :2], qpos[None, :2], np.zeros((1, 8)), far)[1][0]
+
+
+@pytest.mark.parametrize("name, bound", [("wheeled", 50), ("small_ant", 50), ("reacher_2link", 100), ("reacher_4link", 50)])
+def test_reaching_servos_are_the_authors_velocity_actuators(name, bound):
+    """Action u drives each joint as the authors' velocity actuator (kv 1, ctrlrange ±bound) fed
+    their normalised action bound * u (llan-ml/tesp MujocoEnv.normalize_action): MuJoCo's own
+    velocity actuator, built from our model, follows the same trajectory bit for bit."""
+    ours = load_model(ASSETS / f"{name}.xml")
+    spec = mujoco.MjSpec.from_file(str(ASSETS / f"{name}.xml"))
+    for actuator in spec.actuators:
+        actuator.set_to_velocity(kv=1.0)
+        actuator.ctrlrange = [-bound, bound]
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="compiler attribute 'settotalmass' is deprecated")
+        theirs = spec.compile()
+    data = [mujoco.MjData(ours), mujoco.MjData(theirs)]
+    for model, d in zip((ours, theirs), data):
+        if model.nkey:
+            mujoco.mj_resetDataKeyframe(model, d, 0)
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        u = rng.uniform(-1.3, 1.3, ours.nu)
+        data[0].ctrl[:], data[1].ctrl[:] = u, bound * np.clip(u, -1, 1)
+        mujoco.mj_step(ours, data[0], nstep=5)
+        mujoco.mj_step(theirs, data[1], nstep=5)
+    np.testing.assert_array_equal(data[0].qpos, data[1].qpos)
+    assert np.abs(data[0].qvel).max() > 0.5  # the servos moved it
+    assert ours.opt.timestep * get_family(name).frame_skip == pytest.approx(0.05)  # frame skip 5 of 0.01 s
+
+
 @pytest.mark.parametrize("name", ["reacher_2link", "reacher_4link"])
 def test_reacher_fingertip_matches_mujoco(name):
     env = make(name)
     rng = np.random.default_rng(1)
     for _ in range(5):
-        env.data.qpos[:] = rng.uniform(-3, 3, env.model.nq)
+        env.data.qpos[:] = rng.uniform(-2.7, 2.7, env.model.nq)
         mujoco.mj_forward(env.model, env.data)
-        np.testing.assert_allclose(env.family.fingertip(env.data.qpos[None])[0], env.data.site("tip").xpos[:2], atol=1e-12)
+        np.testing.assert_allclose(env.family.fingertip(env.data.qpos[None])[0], reaching_point(env), atol=1e-12)
     env.data.qpos[:] = 0  # the start: stretched along +x
     mujoco.mj_forward(env.model, env.data)
-    reach = np.linalg.norm(env.data.site("tip").xpos[:2])
-    assert env.data.site("tip").xpos[0] == pytest.approx(reach) and reach >= OUT_OF_DISTRIBUTION[1]
+    reach = np.linalg.norm(reaching_point(env))
+    assert reaching_point(env)[0] == pytest.approx(reach) and reach >= OUT_OF_DISTRIBUTION[1]
 
 
 # ---------------------------------------------------------------- task sets
@@ -306,15 +356,18 @@ def test_locomotion_task_distributions():
     assert 1.3**-3 <= np.min(task["dof_damping_scale"]) and np.max(task["dof_damping_scale"]) <= 1.3**3
 
 
-def test_reaching_split_radii_disjointness_and_spacing():
-    splits = get_family("reacher_2link").sample_splits(np.random.default_rng(3))
+@pytest.mark.parametrize("name, spacing", [("reacher_2link", 0.1), ("reacher_4link", 0.11)])
+def test_reaching_split_radii_disjointness_and_spacing(name, spacing):
+    """The authors' sample_threshold: targets of a split at least ``spacing`` apart, D' also from D."""
+    splits = get_family(name).sample_splits(np.random.default_rng(3))
     targets = {k: np.array([t["goal"] for t in v]) for k, v in splits.items()}
     radius = {k: np.linalg.norm(v, axis=1) for k, v in targets.items()}
     for split, (low, high) in [("D", IN_DISTRIBUTION), ("D_prime", IN_DISTRIBUTION), ("D_double_prime", OUT_OF_DISTRIBUTION)]:
         assert len(targets[split]) == 100
         assert low < radius[split].min() and radius[split].max() < high
-    spacing = np.linalg.norm(targets["D_prime"][:, None] - targets["D"][None], axis=2)
-    assert spacing.min() >= MIN_SPACING
+        gaps = np.linalg.norm(targets[split][:, None] - targets[split][None], axis=2)
+        assert gaps[~np.eye(100, dtype=bool)].min() >= spacing
+    assert np.linalg.norm(targets["D_prime"][:, None] - targets["D"][None], axis=2).min() >= spacing
     # uniform in area: half the targets lie inside the radius that halves the annulus' area
     low, high = IN_DISTRIBUTION
     median = np.sqrt((low**2 + high**2) / 2)

@@ -500,7 +500,8 @@ def test_meta_update_equals_per_task_reference(variant, near_clip, float64):
 @pytest.mark.parametrize("family_name", ["reacher_2link", "wheeled"])
 def test_reaching_envs_report_the_distance_reward(family_name):
     """info["distance_reward"] is -||p - goal|| (p: fingertip / body, after the step), and the
-    reward is it minus 1e-3 ||a||^2; both are 0 once an episode is over. The first target sits on
+    reward is it minus 1e-3 * 0.5 ||clip(a, -1, 1)||^2 (the authors' ctrl cost); both are 0 once an
+    episode is over. The first target sits on
     the starting point, so that episode ends at the first step."""
     from metarl.envs import get_family
 
@@ -520,7 +521,7 @@ def test_reaching_envs_report_the_distance_reward(family_name):
         expected = torch.where(active, -torch.tensor(distance, dtype=torch.float32), 0.0)
         torch.testing.assert_close(info["distance_reward"], expected)
         torch.testing.assert_close(reward - info["distance_reward"],
-                                   torch.where(active, -1e-3 * actions.pow(2).sum(-1), 0.0), rtol=1e-4, atol=1e-6)
+                                   torch.where(active, -0.5e-3 * actions.clamp(-1, 1).pow(2).sum(-1), 0.0), rtol=1e-4, atol=1e-6)
         done |= terminated | truncated
     assert done.tolist() == [True, False, False]
 

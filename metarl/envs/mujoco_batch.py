@@ -69,7 +69,7 @@ class MujocoFamily(TaskFamily):
     #: MjData outputs that ``observe``/``position``/``reward`` read besides qpos, qvel and cfrc_ext
     derived_fields: tuple[str, ...] = ()
     contact_forces = False  # whether they read cfrc_ext, which mj_step leaves uncomputed
-    #: initial state = model defaults + U(-s, s) on qpos and U(-s, s) or s*N(0, 1) on qvel
+    #: initial state = reference pose + U(-s, s) on qpos and U(-s, s) or s*N(0, 1) on qvel
     reset_noise_scale: float
     qvel_noise = "uniform"
     camera_distance, camera_elevation = 4.0, -25.0
@@ -125,12 +125,15 @@ class MujocoFamily(TaskFamily):
         """Multipliers of the ``task_model_fields`` for ``task``."""
         return {}
 
-    def initial_state(self, rng: np.random.Generator, qpos0: np.ndarray, nv: int) -> tuple[np.ndarray, np.ndarray]:
+    def initial_state(self, rng: np.random.Generator, model: mujoco.MjModel) -> tuple[np.ndarray, np.ndarray]:
+        """The reference pose (the model's keyframe "init" if it has one, else qpos0) plus noise."""
         s = self.reset_noise_scale
+        init = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_KEY, "init")
+        qpos0 = model.key_qpos[init] if init >= 0 else model.qpos0
         qpos = qpos0 + rng.uniform(-s, s, qpos0.size)
         if self.qvel_noise == "normal":
-            return qpos, s * rng.standard_normal(nv)
-        return qpos, rng.uniform(-s, s, nv)
+            return qpos, s * rng.standard_normal(model.nv)
+        return qpos, rng.uniform(-s, s, model.nv)
 
     def make_batched(self, num_envs: int, device: torch.device | str = "cpu", num_threads: int = 1) -> MujocoBatchedEnv:
         return MujocoBatchedEnv(self, num_envs, device, num_threads)
@@ -189,7 +192,7 @@ class MujocoEnv(gym.Env):
         if options and "task" in options:
             self.set_task(options["task"])
         mujoco.mj_resetData(self.model, self.data)
-        self.set_state(*self.family.initial_state(self.np_random, self.model.qpos0, self.model.nv))
+        self.set_state(*self.family.initial_state(self.np_random, self.model))
         self._steps = 0
         return self._obs(), self._info()
 
@@ -293,7 +296,7 @@ class MujocoBatchedEnv(BatchedEnv):
         self.batch.reset(stage=mujoco.mjtStage.mjSTAGE_NONE)
         qpos, qvel = self._fields["qpos"], self._fields["qvel"]
         for i, s in enumerate(seeds):
-            qpos[i], qvel[i] = self.family.initial_state(np.random.default_rng(s), self.model.qpos0, self.model.nv)
+            qpos[i], qvel[i] = self.family.initial_state(np.random.default_rng(s), self.model)
         self.batch.forward()
         if self.family.contact_forces:
             self._fields["cfrc_ext"][:] = 0.0  # as gymnasium's reset leaves it

@@ -1,16 +1,20 @@
-"""TESP's reaching task families (SPEC E2) on our own MJCF models (``assets/*.xml``).
+"""TESP's reaching task families (SPEC E2), as the authors' envs (llan-ml/tesp
+``tesp/envs/mujoco/*.py`` and ``assets/*.xml``; our MJCF in ``assets/`` states their physics).
 
-A task is a 2-D target ``{"goal": [x, y]}``, never observed. The reward is
-−‖p − goal‖ − 1e-3‖a‖², where p is the car's or the ant's torso position (xy) or the arm's
-fingertip, and the episode ends (``terminated``) once ‖p − goal‖ < ``success_radius``:
-0.05 for the arms' fingertips, 0.1 for the car's and the ant's body centres, which cannot
-park as precisely. The car and the ant start at the origin, the arms stretched along +x,
-each with U(−0.01, 0.01) noise on every qpos and qvel.
+A task is a 2-D target ``{"goal": [x, y]}``, never observed. Every joint is driven by a velocity
+servo; the action u, clipped to [-1, 1], sets its target to u times the authors' ctrlrange bound
+(their ``normalize_action``). The reward is −‖p − goal‖ − 1e-3 · ½‖u‖² for the clipped u (their
+``ctrl_cost_coeff`` 1e-3 times ``calculate_ctrl_cost``), where p is the car's or the ant's base
+position (xy) or the arm's fingertip; the episode ends (``terminated``) once ‖p − goal‖ <
+``success_radius``, the authors' ``done`` threshold of each env, and the ant's also when its
+torso leaves heights 0.15–0.45 (their ``notdead``). Every env starts from the authors' initial
+state, without noise; 5 physics steps of 0.01 s per env step.
 
-Task sets (seeded): targets are uniform in the area of an annulus (angle ~ U(0, 2π),
-radius = sqrt(U(r_min², r_max²))). ``D``: 100 targets with 0.2 < ρ < 1.1; ``D_prime``: 100
-more from that annulus, each at least ``MIN_SPACING`` from every target of ``D`` (rejection
-sampling); ``D_double_prime``: 100 targets with 1.1 < ρ < 1.5.
+Task sets (seeded), drawn as the authors' ``ResetWrapper._sample_reset_args_near_and_far``
+(tesp/envs/reset_wrapper.py): candidates uniform in the square [−1.5, 1.5]², kept if inside the
+split's annulus and at least ``target_spacing`` from every target kept before in that split
+(``D_prime``: also from every target of ``D``). ``D``: 100 targets with 0.2 < ρ < 1.1;
+``D_prime``: 100 more from that annulus; ``D_double_prime``: 100 targets with 1.1 < ρ < 1.5.
 """
 from __future__ import annotations
 
@@ -24,38 +28,43 @@ from metarl.envs.mujoco_batch import ASSETS, MujocoBatchedEnv, MujocoEnv, Mujoco
 IN_DISTRIBUTION = (0.2, 1.1)
 OUT_OF_DISTRIBUTION = (1.1, 1.5)
 SPLIT_SIZE = 100
-MIN_SPACING = 0.05  # between a D_prime target and any D target: the arms' success radius
+TARGET_BOX = 1.5  # candidates are uniform in [-TARGET_BOX, TARGET_BOX]^2
 
 
-def sample_annulus(rng: np.random.Generator, n: int, r_min: float, r_max: float) -> np.ndarray:
-    """``n`` points uniform in the area of the annulus r_min < ρ < r_max, ``(n, 2)``."""
-    angle = rng.uniform(0.0, 2 * np.pi, n)
-    radius = np.sqrt(rng.uniform(r_min**2, r_max**2, n))
-    return np.stack([radius * np.cos(angle), radius * np.sin(angle)], axis=1)
+def sample_targets(rng: np.random.Generator, n: int, radii: tuple[float, float], spacing: float,
+                   avoid: np.ndarray | None = None) -> np.ndarray:
+    """``n`` targets ``(n, 2)`` drawn one candidate at a time, uniform in the square, each kept if
+    r_min < ρ < r_max and at least ``spacing`` from the targets kept before and from ``avoid``."""
+    kept = list(avoid) if avoid is not None else []
+    first = len(kept)
+    while len(kept) - first < n:
+        candidate = rng.uniform(-TARGET_BOX, TARGET_BOX, 2)
+        if radii[0] < np.linalg.norm(candidate) < radii[1] and \
+                all(np.linalg.norm(candidate - other) >= spacing for other in kept):
+            kept.append(candidate)
+    return np.array(kept[first:])
 
 
-def sample_target_splits(rng: np.random.Generator) -> dict[str, np.ndarray]:
+def sample_target_splits(rng: np.random.Generator, spacing: float) -> dict[str, np.ndarray]:
     """The D, D_prime and D_double_prime targets, ``(100, 2)`` each."""
-    d = sample_annulus(rng, SPLIT_SIZE, *IN_DISTRIBUTION)
-    d_prime = np.zeros((0, 2))
-    while len(d_prime) < SPLIT_SIZE:
-        candidates = sample_annulus(rng, SPLIT_SIZE, *IN_DISTRIBUTION)
-        spacing = np.linalg.norm(candidates[:, None] - d[None], axis=2).min(axis=1)
-        d_prime = np.concatenate([d_prime, candidates[spacing >= MIN_SPACING]])
-    d_double_prime = sample_annulus(rng, SPLIT_SIZE, *OUT_OF_DISTRIBUTION)
-    return {"D": d, "D_prime": d_prime[:SPLIT_SIZE], "D_double_prime": d_double_prime}
+    d = sample_targets(rng, SPLIT_SIZE, IN_DISTRIBUTION, spacing)
+    d_prime = sample_targets(rng, SPLIT_SIZE, IN_DISTRIBUTION, spacing, avoid=d)
+    d_double_prime = sample_targets(rng, SPLIT_SIZE, OUT_OF_DISTRIBUTION, spacing)
+    return {"D": d, "D_prime": d_prime, "D_double_prime": d_double_prime}
 
 
 class _ReachingFamily(MujocoFamily):
     split_sizes: ClassVar[dict[str, int]] = {"D": SPLIT_SIZE, "D_prime": SPLIT_SIZE, "D_double_prime": SPLIT_SIZE}
-    reset_noise_scale = 0.01
+    frame_skip = 5
+    reset_noise_scale = 0.0
     success_radius: float
+    target_spacing = 0.1  # the authors' sample_threshold
     distance_reward = True  # step info carries the TESP paper's metric, −‖p − goal‖
 
     def sample_splits(self, rng: np.random.Generator) -> dict[str, list[Task]]:
         return {
             split: [{"goal": [float(x), float(y)]} for x, y in targets]
-            for split, targets in sample_target_splits(rng).items()
+            for split, targets in sample_target_splits(rng, self.target_spacing).items()
         }
 
     def task_array(self, tasks):
@@ -63,7 +72,8 @@ class _ReachingFamily(MujocoFamily):
 
     def reward(self, s, before, after, action, task):
         distance = np.linalg.norm(after - task, axis=1)
-        return -distance - 1e-3 * np.square(action).sum(axis=1), distance < self.success_radius
+        ctrl_cost = 0.5 * np.square(np.clip(action, -1.0, 1.0)).sum(axis=1)  # of the action the servos get
+        return -distance - 1e-3 * ctrl_cost, distance < self.success_radius
 
     def make_batched(self, num_envs, device="cpu", num_threads=1):
         return _ReachingBatchedEnv(self, num_envs, device, num_threads)
@@ -82,29 +92,30 @@ class _ReachingBatchedEnv(MujocoBatchedEnv):
 
 
 class WheeledFamily(_ReachingFamily):
-    """Two-wheeled differential-drive car; obs: chassis pose (xyz, quaternion), chassis and
-    wheel velocities (wheel angles are left out: they only grow)."""
+    """Two-wheeled differential-drive car (tesp/envs/mujoco/wheeled.py); obs: base position
+    (xyz), sine and cosine of its heading, and the base's velocities (wheel angles and speeds are
+    left out, as the authors')."""
 
     name, gym_id = "wheeled", "metarl/Wheeled-v0"
     model_path = ASSETS / "wheeled.xml"
-    frame_skip = 5
-    success_radius = 0.1
-    camera_distance = 2.0
+    success_radius = 0.02
+    camera_distance = 3.0
 
     def observe(self, s: State) -> np.ndarray:
-        return np.concatenate([s["qpos"][:, :7], s["qvel"]], axis=1)
+        qpos, qvel = s["qpos"], s["qvel"]
+        return np.concatenate([qpos[:, :3], np.sin(qpos[:, 3:4]), np.cos(qpos[:, 3:4]), qvel[:, :4]], axis=1)
 
     def position(self, s: State) -> np.ndarray:
         return s["qpos"][:, :2]
 
 
 class SmallAntFamily(_ReachingFamily):
-    """Small quadruped; obs: qpos (torso position included) and qvel."""
+    """Small quadruped (tesp/envs/mujoco/ant.py); obs: qpos (torso position included) and qvel."""
 
     name, gym_id = "small_ant", "metarl/SmallAnt-v0"
     model_path = ASSETS / "small_ant.xml"
-    frame_skip = 5
-    success_radius = 0.1
+    success_radius = 0.03
+    healthy_height = (0.15, 0.45)  # the authors' notdead: the torso's height inside this range
     camera_distance = 2.0
 
     def observe(self, s: State) -> np.ndarray:
@@ -113,16 +124,21 @@ class SmallAntFamily(_ReachingFamily):
     def position(self, s: State) -> np.ndarray:
         return s["qpos"][:, :2]
 
+    def reward(self, s, before, after, action, task):
+        reward, arrived = super().reward(s, before, after, action, task)
+        height = s["qpos"][:, 2]
+        finite = np.isfinite(s["qpos"]).all(axis=1) & np.isfinite(s["qvel"]).all(axis=1)
+        healthy = finite & (self.healthy_height[0] <= height) & (height <= self.healthy_height[1])
+        return reward, arrived | ~healthy
+
 
 class _ReacherFamily(_ReachingFamily):
-    """Planar arm; obs: cos and sin of the joint angles, joint velocities, fingertip xy.
-    The fingertip comes from the joint angles (forward kinematics of ``links``), so it is
-    that of the current state."""
+    """Planar arm (tesp/envs/mujoco/reacher.py, reacher_4_link.py); obs: cos and sin of the
+    joint angles, joint velocities, fingertip xy. The fingertip comes from the joint angles
+    (forward kinematics of ``links``), so it is that of the current state."""
 
-    frame_skip = 2
-    success_radius = 0.05
-    camera_distance, camera_elevation = 3.5, -75.0  # from above: the arm moves in the floor's plane
-    links: tuple[float, ...]  # link lengths, as in the MJCF
+    camera_distance, camera_elevation = 5.0, -75.0  # from above: the arm moves in the floor's plane
+    links: tuple[float, ...]  # from each joint to the next, the last to the fingertip, as in the MJCF
 
     def fingertip(self, qpos: np.ndarray) -> np.ndarray:
         heading = np.cumsum(qpos, axis=1)  # absolute angle of each link
@@ -139,13 +155,16 @@ class _ReacherFamily(_ReachingFamily):
 class Reacher2LinkFamily(_ReacherFamily):
     name, gym_id = "reacher_2link", "metarl/Reacher2Link-v0"
     model_path = ASSETS / "reacher_2link.xml"
-    links = (0.8, 0.75)
+    links = (0.75, 0.95)
+    success_radius = 0.06
 
 
 class Reacher4LinkFamily(_ReacherFamily):
     name, gym_id = "reacher_4link", "metarl/Reacher4Link-v0"
     model_path = ASSETS / "reacher_4link.xml"
-    links = (0.4, 0.4, 0.4, 0.4)
+    links = (0.45, 0.45, 0.45, 0.65)
+    success_radius = 0.11
+    target_spacing = 0.11
 
 
 class WheeledEnv(MujocoEnv):
