@@ -276,8 +276,9 @@ def test_small_ant_episode_ends_when_the_torso_leaves_its_height_band():
         state = {"qpos": qpos[None], "qvel": np.zeros((1, env.model.nv))}
         _, terminated = family.reward(state, qpos[None, :2], qpos[None, :2], np.zeros((1, 8)), far)
         assert terminated[0] == ends, height
-    state["qvel"][0, 3] = np.nan
-    assert family.reward(state, qpos[None, :2], qpos[None, :2], np.zeros((1, 8)), far)[1][0]
+    state = {"qpos": start[None].copy(), "qvel": np.zeros((1, env.model.nv))}
+    state["qvel"][0, 3] = np.nan  # a healthy height, a non-finite velocity
+    assert family.reward(state, start[None, :2], start[None, :2], np.zeros((1, 8)), far)[1][0]
 
 
 @pytest.mark.parametrize("name, bound", [("wheeled", 50), ("small_ant", 50), ("reacher_2link", 100), ("reacher_4link", 50)])
