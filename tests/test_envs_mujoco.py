@@ -13,7 +13,7 @@ import torch
 from gymnasium.utils.env_checker import check_env
 
 from metarl.envs import get_family
-from metarl.envs.mujoco_batch import ASSETS, load_model
+from metarl.envs.mujoco_batch import ASSETS, load_model, reference_qpos
 from metarl.envs.reaching import IN_DISTRIBUTION, OUT_OF_DISTRIBUTION
 
 LOCOMOTION = ["cheetah_vel", "cheetah_dir", "ant_fwd_back", "ant_goal", "humanoid_dir", "walker_params"]
@@ -257,7 +257,7 @@ def test_reaching_reward_and_early_end(name):
     assert reward == pytest.approx(-distance - 1e-3 * 0.5 * env.model.nu * 0.25, abs=1e-9)
     assert not terminated
     # a goal where the body or fingertip rests ends the episode at once
-    qpos = env.model.key_qpos[0].copy() if env.model.nkey else env.model.qpos0.copy()
+    qpos = reference_qpos(env.model)
     if "reacher" in name:
         qpos[:] = np.linspace(0.3, -0.6, env.model.nq)
     here = family.position({"qpos": qpos[None]})[0].tolist()
@@ -268,7 +268,7 @@ def test_reaching_reward_and_early_end(name):
 def test_small_ant_episode_ends_when_the_torso_leaves_its_height_band():
     env = make("small_ant")
     family, far = env.family, np.array([[1.0, 0.0]])
-    start = env.model.key_qpos[0]
+    start = reference_qpos(env.model)
     assert not step_from(env, {"goal": far[0].tolist()}, qpos=start, qvel=np.zeros(env.model.nv))[1]
     for height, ends in [(0.149, True), (0.15, False), (0.45, False), (0.451, True)]:  # the authors' notdead
         qpos = start.copy()
@@ -410,7 +410,7 @@ def test_batched_equals_gym(name):
     pool = [t for tasks in splits.values() for t in tasks]
     tasks = [pool[i % len(pool)] for i in (0, 1, 3)]
     if name in REACHING:  # a goal at the start position: the episode ends early
-        tasks[2] = {"goal": family.position({"qpos": family.model.qpos0[None]})[0].tolist()}
+        tasks[2] = {"goal": family.position({"qpos": reference_qpos(family.model)[None]})[0].tolist()}
     batched = family.make_batched(len(tasks))
     batched.set_tasks(tasks)
     envs = [family.make_gym(t).unwrapped for t in tasks]

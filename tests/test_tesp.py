@@ -501,8 +501,8 @@ def test_meta_update_equals_per_task_reference(variant, near_clip, float64):
 def test_reaching_envs_report_the_distance_reward(family_name):
     """info["distance_reward"] is -||p - goal|| (p: fingertip / body, after the step), and the
     reward is it minus 1e-3 * 0.5 ||clip(a, -1, 1)||^2 (the authors' ctrl cost); both are 0 once an
-    episode is over. The first target sits on
-    the starting point, so that episode ends at the first step."""
+    episode is over. The first target sits on the starting point, so that episode ends at the first
+    step."""
     from metarl.envs import get_family
 
     family = get_family(family_name)

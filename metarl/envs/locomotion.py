@@ -19,7 +19,7 @@ from typing import ClassVar
 import numpy as np
 
 from metarl.envs.base import Task
-from metarl.envs.mujoco_batch import GYM_ASSETS, MujocoEnv, MujocoFamily, State
+from metarl.envs.mujoco_batch import GYM_ASSETS, MujocoEnv, MujocoFamily, State, torso_unhealthy
 
 
 def control_cost(action: np.ndarray, weight: float) -> np.ndarray:
@@ -105,6 +105,7 @@ class _Ant(MujocoFamily):
     qvel_noise = "normal"
     contact_forces = True
     camera_distance = 6.0
+    healthy_height = (0.2, 1.0)  # gymnasium's Ant healthy_z_range
 
     def observe(self, s: State) -> np.ndarray:
         # oyster rlkit/envs/ant.py (ant-dir): joint positions without x-y, and velocities; the
@@ -116,11 +117,6 @@ class _Ant(MujocoFamily):
 
     def contact_cost(self, s: State) -> np.ndarray:
         return 5e-4 * np.square(np.clip(s["cfrc_ext"], -1.0, 1.0)).sum(axis=(1, 2))
-
-    def unhealthy(self, s: State) -> np.ndarray:
-        finite = np.isfinite(s["qpos"]).all(axis=1) & np.isfinite(s["qvel"]).all(axis=1)
-        z = s["qpos"][:, 2]
-        return ~(finite & (z >= 0.2) & (z <= 1.0))
 
 
 class AntFwdBackFamily(_Ant):
@@ -138,7 +134,7 @@ class AntFwdBackFamily(_Ant):
     def reward(self, s, before, after, action, task):
         velocity = ((after - before) * task).sum(axis=1) / self.dt
         reward = velocity - control_cost(action, 0.5) - self.contact_cost(s) + 1.0
-        return reward, self.unhealthy(s)
+        return reward, torso_unhealthy(s, self.healthy_height)
 
 
 class AntGoalFamily(_Ant, _RandomTaskFamily):

@@ -51,6 +51,20 @@ MUJOCO_FAMILIES = (
 )
 
 
+def reference_qpos(model: mujoco.MjModel) -> np.ndarray:
+    """The pose episodes start from: the model's keyframe "init" if it has one, else qpos0."""
+    init = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_KEY, "init")
+    return model.key_qpos[init].copy() if init >= 0 else model.qpos0.copy()
+
+
+def torso_unhealthy(s: State, height: tuple[float, float]) -> np.ndarray:
+    """A free-jointed torso's health check: a non-finite state, or the torso's height (qpos[2])
+    outside ``height`` (bounds included in the healthy range)."""
+    finite = np.isfinite(s["qpos"]).all(axis=1) & np.isfinite(s["qvel"]).all(axis=1)
+    z = s["qpos"][:, 2]
+    return ~(finite & (z >= height[0]) & (z <= height[1]))
+
+
 def load_model(path: Path) -> mujoco.MjModel:
     """Compile the MJCF at ``path`` (through MjSpec, whose compiler warnings are Python warnings
     rather than lines appended to a MUJOCO_LOG.TXT in the working directory)."""
@@ -125,15 +139,12 @@ class MujocoFamily(TaskFamily):
         """Multipliers of the ``task_model_fields`` for ``task``."""
         return {}
 
-    def initial_state(self, rng: np.random.Generator, model: mujoco.MjModel) -> tuple[np.ndarray, np.ndarray]:
-        """The reference pose (the model's keyframe "init" if it has one, else qpos0) plus noise."""
+    def initial_state(self, rng: np.random.Generator, qpos0: np.ndarray, nv: int) -> tuple[np.ndarray, np.ndarray]:
         s = self.reset_noise_scale
-        init = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_KEY, "init")
-        qpos0 = model.key_qpos[init] if init >= 0 else model.qpos0
         qpos = qpos0 + rng.uniform(-s, s, qpos0.size)
         if self.qvel_noise == "normal":
-            return qpos, s * rng.standard_normal(model.nv)
-        return qpos, rng.uniform(-s, s, model.nv)
+            return qpos, s * rng.standard_normal(nv)
+        return qpos, rng.uniform(-s, s, nv)
 
     def make_batched(self, num_envs: int, device: torch.device | str = "cpu", num_threads: int = 1) -> MujocoBatchedEnv:
         return MujocoBatchedEnv(self, num_envs, device, num_threads)
@@ -158,6 +169,7 @@ class MujocoEnv(gym.Env):
         self.family = self.family_cls()
         self.model = self.family.load_model()
         self.data = mujoco.MjData(self.model)
+        self._qpos0 = reference_qpos(self.model)
         self._pristine = {name: getattr(self.model, name).copy() for name in self.family.task_model_fields}
         self.dt = self.family.dt
         self.metadata = {**self.metadata, "render_fps": round(1.0 / self.dt)}
@@ -192,7 +204,7 @@ class MujocoEnv(gym.Env):
         if options and "task" in options:
             self.set_task(options["task"])
         mujoco.mj_resetData(self.model, self.data)
-        self.set_state(*self.family.initial_state(self.np_random, self.model))
+        self.set_state(*self.family.initial_state(self.np_random, self._qpos0, self.model.nv))
         self._steps = 0
         return self._obs(), self._info()
 
@@ -263,6 +275,7 @@ class MujocoBatchedEnv(BatchedEnv):
         self.num_envs, self.device = num_envs, torch.device(device)
         self.obs_dim, self.act_dim, self.horizon = family.obs_dim, family.act_dim, family.horizon
         self.model = family.load_model()
+        self._qpos0 = reference_qpos(self.model)
         # contact forces need each simulation's whole MjData after its step (contacts, constraint
         # forces), which only a persistent batch keeps
         self.batch = mjbatch.Batch(self.model, nsim=num_envs, nthread=num_threads, persistent=family.contact_forces)
@@ -296,7 +309,7 @@ class MujocoBatchedEnv(BatchedEnv):
         self.batch.reset(stage=mujoco.mjtStage.mjSTAGE_NONE)
         qpos, qvel = self._fields["qpos"], self._fields["qvel"]
         for i, s in enumerate(seeds):
-            qpos[i], qvel[i] = self.family.initial_state(np.random.default_rng(s), self.model)
+            qpos[i], qvel[i] = self.family.initial_state(np.random.default_rng(s), self._qpos0, self.model.nv)
         self.batch.forward()
         if self.family.contact_forces:
             self._fields["cfrc_ext"][:] = 0.0  # as gymnasium's reset leaves it

@@ -23,7 +23,7 @@ from typing import ClassVar
 import numpy as np
 
 from metarl.envs.base import Task
-from metarl.envs.mujoco_batch import ASSETS, MujocoBatchedEnv, MujocoEnv, MujocoFamily, State
+from metarl.envs.mujoco_batch import ASSETS, MujocoBatchedEnv, MujocoEnv, MujocoFamily, State, torso_unhealthy
 
 IN_DISTRIBUTION = (0.2, 1.1)
 OUT_OF_DISTRIBUTION = (1.1, 1.5)
@@ -35,14 +35,16 @@ def sample_targets(rng: np.random.Generator, n: int, radii: tuple[float, float],
                    avoid: np.ndarray | None = None) -> np.ndarray:
     """``n`` targets ``(n, 2)`` drawn one candidate at a time, uniform in the square, each kept if
     r_min < ρ < r_max and at least ``spacing`` from the targets kept before and from ``avoid``."""
-    kept = list(avoid) if avoid is not None else []
-    first = len(kept)
-    while len(kept) - first < n:
+    avoid = np.zeros((0, 2)) if avoid is None else avoid
+    kept = np.concatenate([avoid, np.empty((n, 2))])
+    count = len(avoid)
+    while count < len(kept):
         candidate = rng.uniform(-TARGET_BOX, TARGET_BOX, 2)
         if radii[0] < np.linalg.norm(candidate) < radii[1] and \
-                all(np.linalg.norm(candidate - other) >= spacing for other in kept):
-            kept.append(candidate)
-    return np.array(kept[first:])
+                (np.linalg.norm(kept[:count] - candidate, axis=1) >= spacing).all():
+            kept[count] = candidate
+            count += 1
+    return kept[len(avoid):]
 
 
 def sample_target_splits(rng: np.random.Generator, spacing: float) -> dict[str, np.ndarray]:
@@ -126,10 +128,7 @@ class SmallAntFamily(_ReachingFamily):
 
     def reward(self, s, before, after, action, task):
         reward, arrived = super().reward(s, before, after, action, task)
-        height = s["qpos"][:, 2]
-        finite = np.isfinite(s["qpos"]).all(axis=1) & np.isfinite(s["qvel"]).all(axis=1)
-        healthy = finite & (self.healthy_height[0] <= height) & (height <= self.healthy_height[1])
-        return reward, arrived | ~healthy
+        return reward, arrived | torso_unhealthy(s, self.healthy_height)
 
 
 class _ReacherFamily(_ReachingFamily):
