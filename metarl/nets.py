@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from torch import nn
+import torch
+from torch import Tensor, nn
 
 
 def mlp(in_dim: int, hidden: Sequence[int], out_dim: int, activation: type[nn.Module] = nn.Tanh) -> nn.Sequential:
@@ -14,3 +15,11 @@ def mlp(in_dim: int, hidden: Sequence[int], out_dim: int, activation: type[nn.Mo
         in_dim = width
     layers.append(nn.Linear(in_dim, out_dim))
     return nn.Sequential(*layers)
+
+
+def normc(weight: Tensor, std: float) -> Tensor:
+    """rllib's ``normc_initializer``, in place: Gaussian entries, each output unit's incoming
+    weights (a row of an ``(out, in)`` weight) scaled to norm ``std``. Returns ``weight``."""
+    with torch.no_grad():
+        values = torch.randn_like(weight)
+        return weight.copy_(values * std / values.pow(2).sum(-1, keepdim=True).sqrt())

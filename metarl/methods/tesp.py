@@ -13,7 +13,8 @@ Adaptation to a task (all tasks of a batch run together: per-task parameters are
 leading task dimension and every network is evaluated with batched matmuls):
   0. encoder only: warm-up episodes sampled with h = 0 fill the episode buffer;
   1. for k = 0..K: h_k = mean over the buffered episodes of Enc_{theta_k}(episode) (GRU over
-     (s, a, r) + linear layer), or the task vector v_k; sample episodes D_k from pi(a | s, h_k);
+     (s, pi's distribution parameters, r) + linear layer), or the task vector v_k; sample
+     episodes D_k from pi(a | s, h_k);
      if k < K: theta_{k+1} = theta_k - alpha * clip(grad L_PG(D_k)) (vanilla policy gradient,
      linear feature baseline, GAE; global-norm clip per task) and the buffer keeps the best M
      episodes of itself and D_k.
@@ -50,7 +51,7 @@ from torch import Tensor, nn
 from metarl import compiling
 from metarl.envs.base import BatchedEnv, Task, TaskFamily
 from metarl.methods.base import FINAL_STAGE, Method
-from metarl.nets import mlp
+from metarl.nets import mlp, normc
 from metarl.optim import Adam
 
 EMBEDDINGS = ("encoder", "task_vector", "none")
@@ -74,13 +75,16 @@ class Hyperparams:
     policy_hidden: list[int] = field(default_factory=lambda: [256, 256])
     gru_size: int = 256
     embedding_dim: int = 8
-    init_log_std: float = 0.0     # continuous actions only
+    init_log_std: float = 0.0     # continuous actions: initial bias of the policy's log-std outputs
     meta_batch: int = 20          # tasks per meta-update
     episodes_per_task: int = 25   # per sampling round
     eval_episodes: int = 25       # per sampling round in evaluate()
     eval_batch: int = 100         # tasks adapted together in evaluate()
     gamma: float = 0.99
     gae_lambda: float = 0.97
+    # the authors' rllib code feeds both losses raw GAE advantages (llan-ml/tesp tesp/utils.py,
+    # rllib's compute_advantages); MAML's own code centres and scales them (rllab center_adv)
+    normalize_advantages: bool = False
     ppo_clip: float = 0.15
     ppo_epochs: int = 20
     ppo_minibatches: int = 1      # minibatches of tasks per PPO epoch
@@ -100,6 +104,7 @@ class Hyperparams:
 class Episodes:
     obs: Tensor      # (T, E, L, obs_dim)
     actions: Tensor  # (T, E, L, act_dim)
+    dist: Tensor     # (T, E, L, dist_dim) the sampling policy's distribution parameters (TESPModel.sample)
     rewards: Tensor  # (T, E, L), 0 on invalid steps
     logp: Tensor     # (T, E, L) log-probability under the sampling policy
     valid: Tensor    # (T, E, L) bool
@@ -138,15 +143,16 @@ def update_buffer(buffer: Episodes | None, new: Episodes, size: int, keep_best: 
     return merged.index(torch.arange(best.shape[0], device=best.device)[:, None], best)
 
 
-def advantages(ep: Episodes, gamma: float, lam: float) -> Tensor:
-    """GAE over a linear-feature baseline fitted per task on the same episodes, normalised per task.
+def advantages(ep: Episodes, gamma: float, lam: float, normalize: bool = False) -> Tensor:
+    """GAE over a linear-feature baseline fitted per task on the same episodes; ``normalize``:
+    then centred and scaled per task.
 
     As the authors' code (llan-ml/tesp tesp/baselines/linear_feature_baseline.py, rllab's
     LinearFeatureBaseline): features (clip(obs, ±10), its square, t/100, (t/100)^2, (t/100)^3, 1),
     ridge 1e-5, fitted to the discounted returns of all the task's episodes of the round
     (tesp/utils.py postprocess_trajectory); GAE with value 0 after an episode's last step
-    (termination or horizon). The authors then use the advantages unnormalised (rllib's
-    compute_advantages); we normalise them per task, as rllab/garage's MAML (center_adv)."""
+    (termination or horizon). The authors then use them raw (rllib's compute_advantages);
+    rllab's MAML normalises them (center_adv), which ``normalize`` does per task."""
     T, E, L = ep.rewards.shape
     mask = ep.valid.to(ep.rewards.dtype)
     returns = torch.zeros_like(ep.rewards)
@@ -170,6 +176,8 @@ def advantages(ep: Episodes, gamma: float, lam: float) -> Tensor:
         delta = ep.rewards[:, :, t] + gamma * next_value - values[:, :, t]
         running = (delta + gamma * lam * running) * mask[:, :, t]
         adv[:, :, t] = running
+    if not normalize:
+        return adv
     count = mask.sum((1, 2), keepdim=True)
     mean = adv.sum((1, 2), keepdim=True) / count
     std = (((adv - mean) * mask) ** 2).sum((1, 2), keepdim=True).div(count).sqrt()
@@ -189,28 +197,57 @@ def gaussian_log_prob(action: Tensor, mean: Tensor, log_std: Tensor) -> Tensor:
     return (-0.5 * z ** 2 - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
 
 
+def hard_sigmoid(x: Tensor) -> Tensor:
+    """Keras's (TF 1.x), the default gate activation of its GRU cell: clip(0.2 x + 0.5, 0, 1)."""
+    return (0.2 * x + 0.5).clamp(0.0, 1.0)
+
+
 class TESPModel(nn.Module):
     """Task encoder (GRU cell + linear) or task vector, shared tanh-MLP policy on [s, h], and the
-    fast learning rates ``alphas`` (one tensor per fast parameter). The policy is Gaussian with a
-    state-independent log-std for continuous actions; for ``discrete`` ones (``act_dim`` choices)
-    the MLP gives the logits of a categorical distribution and actions are stored one-hot, so the
-    encoder's (s, a, r) input keeps its shape."""
+    fast learning rates ``alphas`` (one tensor per fast parameter), as the authors' Keras models
+    (llan-ml/tesp tesp/keras_models/keras_{tesp,mlp,maesn}.py, tesp/layers/gru_cell.py):
+
+    * policy: rllib's head, the MLP's outputs are the distribution's parameters: mean and log-std
+      of a diagonal Gaussian (rllib's DiagGaussian splits 2 * act_dim outputs), so the log-std
+      depends on s and h; for ``discrete`` actions (``act_dim`` choices) the logits of a
+      categorical distribution, and actions are stored one-hot;
+    * encoder input per step: (s, the sampling policy's distribution parameters, r), rllib's
+      stored "logits" (tesp/tesp/tesp_policy_graph.py reads obs, logits and rewards), not the
+      sampled action;
+    * GRU: Keras's (TF 1.x) cell: gates z, r with the hard sigmoid, the reset gate applied to the
+      state before its matmul, one bias; glorot-uniform input kernel, orthogonal recurrent
+      kernel, zero bias;
+    * initialisation: normc (rllib's), hidden layers to norm 1, the policy's output layer, the
+      embedding projection and the task vector to norm 0.01; biases 0.
+    """
 
     def __init__(self, obs_dim: int, act_dim: int, hp: Hyperparams, discrete: bool = False):
         super().__init__()
         self.embedding, self.discrete = hp.embedding, discrete
+        self.dist_dim = act_dim if discrete else 2 * act_dim
         context_dim = 0 if hp.embedding == "none" else hp.embedding_dim
         if hp.embedding == "encoder":
-            self.encoder = nn.ModuleDict({"gru": nn.GRUCell(obs_dim + act_dim + 1, hp.gru_size),
-                                          "out": nn.Linear(hp.gru_size, hp.embedding_dim)})
+            in_dim, units = obs_dim + self.dist_dim + 1, hp.gru_size
+            self.encoder = nn.ParameterDict({
+                "kernel": nn.Parameter(nn.init.xavier_uniform_(torch.empty(3 * units, in_dim))),
+                # orthonormal columns of (3H, H): Keras's orthonormal rows of its (H, 3H) kernel
+                "recurrent_kernel": nn.Parameter(nn.init.orthogonal_(torch.empty(3 * units, units))),
+                "bias": nn.Parameter(torch.zeros(3 * units)),
+                "projection_weight": nn.Parameter(normc(torch.empty(hp.embedding_dim, units), 0.01)),
+                "projection_bias": nn.Parameter(torch.zeros(hp.embedding_dim))})
         elif hp.embedding == "task_vector":
-            self.task_vector = nn.Parameter(torch.zeros(hp.embedding_dim))
-        self.policy = mlp(obs_dim + context_dim, hp.policy_hidden, act_dim)
-        if not discrete:
-            self.log_std = nn.Parameter(torch.full((act_dim,), hp.init_log_std))
+            self.task_vector = nn.Parameter(normc(torch.empty(1, hp.embedding_dim), 0.01)[0])
+        self.policy = mlp(obs_dim + context_dim, hp.policy_hidden, self.dist_dim)
+        with torch.no_grad():
+            linears = [layer for layer in self.policy if isinstance(layer, nn.Linear)]
+            for layer in linears:
+                normc(layer.weight, 1.0 if layer is not linears[-1] else 0.01)
+                layer.bias.zero_()
+            if not discrete:
+                linears[-1].bias[act_dim:] = hp.init_log_std
 
         context_names = [n for n, _ in self.named_parameters() if n.startswith(("encoder.", "task_vector"))]
-        policy_names = [n for n, _ in self.named_parameters() if n.startswith(("policy.", "log_std"))]
+        policy_names = [n for n, _ in self.named_parameters() if n.startswith("policy.")]
         #: parameters fast-updated per task, in the order of ``alphas``
         self.fast_names = context_names * hp.adapt_context + policy_names * hp.adapt_policy
         params = dict(self.named_parameters())
@@ -233,55 +270,63 @@ class TESPModel(nn.Module):
         if self.embedding == "none":
             return None
         if buffer is None:
-            return p["encoder.out.bias"].new_zeros(num_tasks, p["encoder.out.bias"].shape[-1])
+            bias = p["encoder.projection_bias"]
+            return bias.new_zeros(num_tasks, bias.shape[-1])
         return self.encode(p, buffer).mean(1)
 
     def encode(self, p: dict[str, Tensor], ep: Episodes) -> Tensor:
-        """GRU over each episode's (s, a, r); the hidden state at its last valid step goes
-        through the output layer. Returns ``(T, E, d)``."""
+        """Keras's GRU over each episode's (s, distribution parameters, r); the state at its last
+        valid step goes through the projection. Returns ``(T, E, d)``."""
         T, E = ep.rewards.shape[:2]
         steps = int(ep.valid.sum(-1).max())  # no episode is longer; skip the padding
-        x = torch.cat([ep.obs, ep.actions, ep.rewards.unsqueeze(-1)], -1)[:, :, :steps]
-        gates_x = linear(x.reshape(T, E * steps, -1), p["encoder.gru.weight_ih"], p["encoder.gru.bias_ih"])
+        x = torch.cat([ep.obs, ep.dist, ep.rewards.unsqueeze(-1)], -1)[:, :, :steps]
+        gates_x = linear(x.reshape(T, E * steps, -1), p["encoder.kernel"], p["encoder.bias"])
         gates_x = gates_x.reshape(T, E, steps, -1)
-        hidden = x.new_zeros(T, E, p["encoder.gru.weight_hh"].shape[-1])
+        recurrent = p["encoder.recurrent_kernel"]
+        units = recurrent.shape[-1]
+        recurrent_zr, recurrent_h = recurrent[..., :2 * units, :], recurrent[..., 2 * units:, :]
+        hidden = x.new_zeros(T, E, units)
         # unbind, not gates_x[:, :, t]: each slice's backward would add a full-size zero tensor
         for gates_t, valid_t in zip(gates_x.unbind(2), ep.valid[:, :, :steps].unbind(2)):
-            r_x, z_x, n_x = gates_t.chunk(3, -1)  # torch.nn.GRUCell's equations, per-task weights
-            r_h, z_h, n_h = linear(hidden, p["encoder.gru.weight_hh"], p["encoder.gru.bias_hh"]).chunk(3, -1)
-            r, z = torch.sigmoid(r_x + r_h), torch.sigmoid(z_x + z_h)
-            new = (1 - z) * torch.tanh(n_x + r * n_h) + z * hidden
-            hidden = torch.where(valid_t.unsqueeze(-1), new, hidden)
-        return linear(hidden, p["encoder.out.weight"], p["encoder.out.bias"])
+            z_x, r_x, h_x = gates_t.chunk(3, -1)
+            z_h, r_h = (hidden @ recurrent_zr.mT).chunk(2, -1)
+            z, r = hard_sigmoid(z_x + z_h), hard_sigmoid(r_x + r_h)
+            candidate = torch.tanh(h_x + (r * hidden) @ recurrent_h.mT)
+            hidden = torch.where(valid_t.unsqueeze(-1), z * hidden + (1 - z) * candidate, hidden)
+        return linear(hidden, p["encoder.projection_weight"], p["encoder.projection_bias"])
 
-    def policy_dist(self, p: dict[str, Tensor], obs: Tensor, h: Tensor | None) -> tuple[Tensor, Tensor | None]:
-        """Mean and log-std of pi(a | s, h) for ``obs (T, N, obs_dim)``; logits and None if discrete."""
+    def policy_dist(self, p: dict[str, Tensor], obs: Tensor, h: Tensor | None) -> Tensor:
+        """The distribution's parameters ``(T, N, dist_dim)`` for ``obs (T, N, obs_dim)``: mean
+        and log-std, or logits if discrete."""
         x = obs if h is None else torch.cat([obs, h.unsqueeze(1).expand(-1, obs.shape[1], -1)], -1)
         for i, layer in enumerate(self.policy):
             x = linear(x, p[f"policy.{i}.weight"], p[f"policy.{i}.bias"]) if isinstance(layer, nn.Linear) else layer(x)
+        return x
+
+    def log_prob_of(self, dist: Tensor, actions: Tensor) -> Tensor:
+        """log pi(a) under the distribution parameters ``dist`` (one-hot ``actions`` if discrete)."""
         if self.discrete:
-            return x, None
-        log_std = p["log_std"]
-        return x, log_std.unsqueeze(-2) if log_std.dim() == 2 else log_std
+            return (actions * torch.log_softmax(dist, -1)).sum(-1)
+        mean, log_std = dist.chunk(2, -1)
+        return gaussian_log_prob(actions, mean, log_std)
 
     def log_prob(self, p: dict[str, Tensor], obs: Tensor, h: Tensor | None, actions: Tensor) -> Tensor:
         """log pi(a | s, h) ``(T, N)`` of ``actions (T, N, act_dim)`` (one-hot if discrete)."""
-        out, log_std = self.policy_dist(p, obs, h)
-        if self.discrete:
-            return (actions * torch.log_softmax(out, -1)).sum(-1)
-        return gaussian_log_prob(actions, out, log_std)
+        return self.log_prob_of(self.policy_dist(p, obs, h), actions)
 
-    def sample(self, p: dict[str, Tensor], obs: Tensor, h: Tensor | None) -> tuple[Tensor, Tensor]:
+    def sample(self, p: dict[str, Tensor], obs: Tensor, h: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
         """An action per observation, drawn from torch's global generator, as stored (one-hot
-        if discrete) ``(T, N, act_dim)``, and its log-probability ``(T, N)``."""
-        out, log_std = self.policy_dist(p, obs, h)
+        if discrete) ``(T, N, act_dim)``, its log-probability ``(T, N)`` and the distribution's
+        parameters ``(T, N, dist_dim)``."""
+        dist = self.policy_dist(p, obs, h)
         if self.discrete:
-            log_probs = torch.log_softmax(out, -1)
-            choice = torch.multinomial(log_probs.exp().reshape(-1, out.shape[-1]), 1).reshape(out.shape[:-1])
-            action = nn.functional.one_hot(choice, out.shape[-1]).to(out.dtype)
-            return action, (action * log_probs).sum(-1)
-        action = out + log_std.exp() * torch.randn_like(out)
-        return action, gaussian_log_prob(action, out, log_std)
+            probs = torch.softmax(dist, -1)
+            choice = torch.multinomial(probs.reshape(-1, dist.shape[-1]), 1).reshape(dist.shape[:-1])
+            action = nn.functional.one_hot(choice, dist.shape[-1]).to(dist.dtype)
+        else:
+            mean, log_std = dist.chunk(2, -1)
+            action = mean + log_std.exp() * torch.randn_like(mean)
+        return action, self.log_prob_of(dist, action), dist
 
 
 @dataclass
@@ -338,12 +383,13 @@ class TESP(Method):
         obs = env.reset(seed=int(torch.randint(2**31 - 1, ())))
         ep = Episodes(obs=obs.new_zeros(num_tasks, E, L, obs.shape[-1]),
                       actions=obs.new_zeros(num_tasks, E, L, env.act_dim),
+                      dist=obs.new_zeros(num_tasks, E, L, self.model.dist_dim),
                       rewards=obs.new_zeros(num_tasks, E, L), logp=obs.new_zeros(num_tasks, E, L),
                       valid=torch.zeros(num_tasks, E, L, dtype=torch.bool, device=obs.device))
         alive = torch.ones(num_tasks, E, dtype=torch.bool, device=obs.device)
         for t in range(L):
             obs = obs.reshape(num_tasks, E, -1)
-            action, ep.logp[:, :, t] = self._sample(p, obs, h)
+            action, ep.logp[:, :, t], ep.dist[:, :, t] = self._sample(p, obs, h)
             env_action = action.argmax(-1).reshape(-1) if env.discrete else action.reshape(env.num_envs, -1)
             next_obs, reward, terminated, truncated, info = env.step(env_action)
             ep.obs[:, :, t], ep.actions[:, :, t], ep.valid[:, :, t] = obs, action, alive
@@ -374,7 +420,8 @@ class TESP(Method):
         p = {**shared, **{n: v.detach().requires_grad_() for n, v in fast.items()}}
         with torch.enable_grad():
             h = self.model.context(p, buffer, ep.rewards.shape[0])
-            loss = self._pg_loss(p, h, ep, advantages(ep, self.hp.gamma, self.hp.gae_lambda)).sum()
+            adv = advantages(ep, self.hp.gamma, self.hp.gae_lambda, self.hp.normalize_advantages)
+            loss = self._pg_loss(p, h, ep, adv).sum()
             grads = dict(zip(fast, torch.autograd.grad(loss, [p[n] for n in fast])))
         norm = torch.stack([g.flatten(1).pow(2).sum(1) for g in grads.values()]).sum(0).sqrt()  # (T,)
         scale = (self.hp.inner_grad_clip / norm).clamp(max=1.0)  # tf.clip_by_global_norm
@@ -450,7 +497,7 @@ class TESP(Method):
     def meta_update(self, ad: Adaptation) -> tuple[Tensor, Tensor]:
         """PPO epochs on D_K (minibatches of tasks); returns the last minibatch's loss and h term."""
         hp = self.hp
-        adv = advantages(ad.episodes, hp.gamma, hp.gae_lambda)
+        adv = advantages(ad.episodes, hp.gamma, hp.gae_lambda, hp.normalize_advantages)
         for _ in range(hp.ppo_epochs):
             for idx in torch.randperm(adv.shape[0], device=self.device).chunk(hp.ppo_minibatches):
                 loss, h_norm = self.meta_loss(ad, adv, idx)
