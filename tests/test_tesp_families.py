@@ -159,8 +159,10 @@ def test_protocol_columns_equal_a_sequential_replay(family_name, goals, variant)
     the encoder's input, the episode buffer, the fast-update gradient and the returns all use the
     sparse reward (a replay with the dense reward gives other numbers)."""
     # rates large enough that each fast update visibly changes the next episode (the policy's output
-    # layer starts at norm 0.01, the authors' init, so only large encoder steps move its play)
-    method = make(family_name, variant, alpha_init=1.0 if variant == "maml" else 300.0, buffer_size=2)
+    # layer starts at norm 0.01, the authors' init, so only large encoder steps move its play), and
+    # a clip that lets them act
+    method = make(family_name, variant, alpha_init=1.0 if variant == "maml" else 300.0, alpha_clip=300.0,
+                  buffer_size=2)
     tasks = [{"goal": g} for g in goals]
     torch.manual_seed(11)
     returns = method.adaptation_returns(tasks, 4)

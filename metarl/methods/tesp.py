@@ -19,7 +19,9 @@ leading task dimension and every network is evaluated with batched matmuls):
      linear feature baseline, GAE; global-norm clip per task) and the buffer keeps the best M
      episodes of itself and D_k.
 Meta-update: PPO on D_K for the initial fast parameters theta, their learning rates alpha and the
-shared policy, plus eta * ||h_K||^2 / d.
+shared policy, plus eta * ||h_K||^2 / d, by the authors' outer loop: full-batch Adam steps, of
+whose iterates the one with the lowest PPO loss within a KL bound of the sampling policy is kept
+(TESP.meta_update).
 
 Returns: the reward the methods learn from includes the environment's control cost; environments
 whose step info carries ``distance_reward`` (the reaching families) also have the distance-only
@@ -64,7 +66,7 @@ class Hyperparams:
     adapt_policy: bool = False    # fast-update the policy too (MAML, Meta-SGD, V2)
     learn_alpha: bool = True      # per-parameter learned fast learning rates (False: MAML, V5)
     alpha_init: float = 1e-3
-    alpha_clip: float = 0.1       # learned rates stay in [-alpha_clip, alpha_clip]
+    alpha_clip: float = 0.1       # learned rates are clipped to [-alpha_clip, alpha_clip] where used
     # each task's fast-update gradient is clipped to this global norm (llan-ml/tesp: inner_grad_clip
     # 60 in tesp/main_train.py, tf.clip_by_global_norm in tesp/maml/maml_policy_graph.py)
     inner_grad_clip: float = 60.0
@@ -86,8 +88,10 @@ class Hyperparams:
     # rllib's compute_advantages); MAML's own code centres and scales them (rllab center_adv)
     normalize_advantages: bool = False
     ppo_clip: float = 0.15
-    ppo_epochs: int = 20
-    ppo_minibatches: int = 1      # minibatches of tasks per PPO epoch
+    ppo_epochs: int = 20          # full-batch evaluations of the outer loop (the authors' num_sgd_iter)
+    # the outer loop keeps the iterate with the lowest PPO loss among those whose mean KL from the
+    # sampling policy is below this (llan-ml/tesp tesp/maml/maml_optimizer.py; 0.01: tesp/maml/maml.py)
+    kl_target: float = 0.01
     lr: float = 3e-4
 
     def __post_init__(self):
@@ -95,6 +99,11 @@ class Hyperparams:
             raise ValueError(f"embedding must be one of {EMBEDDINGS}, got {self.embedding!r}")
         if self.inner_grad_clip <= 0:
             raise ValueError(f"inner_grad_clip must be positive, got {self.inner_grad_clip}")
+        if self.kl_target <= 0:
+            raise ValueError(f"kl_target must be positive (the sampling parameters, KL 0, must qualify), "
+                             f"got {self.kl_target}")
+        if self.ppo_epochs < 1:
+            raise ValueError(f"ppo_epochs must be >= 1, got {self.ppo_epochs}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -224,6 +233,7 @@ class TESPModel(nn.Module):
     def __init__(self, obs_dim: int, act_dim: int, hp: Hyperparams, discrete: bool = False):
         super().__init__()
         self.embedding, self.discrete = hp.embedding, discrete
+        self.alpha_clip = hp.alpha_clip if hp.learn_alpha else math.inf
         self.dist_dim = act_dim if discrete else 2 * act_dim
         context_dim = 0 if hp.embedding == "none" else hp.embedding_dim
         if hp.embedding == "encoder":
@@ -260,7 +270,14 @@ class TESPModel(nn.Module):
         return {n: p for n, p in self.named_parameters() if not n.startswith("alphas.")}
 
     def alpha(self) -> dict[str, Tensor]:
+        """The stored fast learning rates by fast parameter."""
         return dict(zip(self.fast_names, self.alphas))
+
+    def rates(self) -> dict[str, Tensor]:
+        """The fast learning rates as the fast update uses them: learned rates clipped to
+        +-alpha_clip at use, so one stored beyond the bound gets no gradient (llan-ml/tesp
+        tesp/maml/maml_policy_graph.py, tf.clip_by_value inside the update; a fixed rate as given)."""
+        return {n: a.clamp(-self.alpha_clip, self.alpha_clip) for n, a in self.alpha().items()}
 
     def context(self, p: dict[str, Tensor], buffer: Episodes | None, num_tasks: int) -> Tensor | None:
         """The task embedding h ``(T, d)``: mean encoding of the buffered episodes (zero while
@@ -313,6 +330,15 @@ class TESPModel(nn.Module):
     def log_prob(self, p: dict[str, Tensor], obs: Tensor, h: Tensor | None, actions: Tensor) -> Tensor:
         """log pi(a | s, h) ``(T, N)`` of ``actions (T, N, act_dim)`` (one-hot if discrete)."""
         return self.log_prob_of(self.policy_dist(p, obs, h), actions)
+
+    def kl(self, old: Tensor, new: Tensor) -> Tensor:
+        """KL(old || new) per sample between distribution parameters (rllib's ``kl``)."""
+        if self.discrete:
+            log_old = torch.log_softmax(old, -1)
+            return (log_old.exp() * (log_old - torch.log_softmax(new, -1))).sum(-1)
+        (mean_old, log_std_old), (mean_new, log_std_new) = old.chunk(2, -1), new.chunk(2, -1)
+        return (log_std_new - log_std_old + ((2 * log_std_old).exp() + (mean_old - mean_new) ** 2)
+                / (2 * (2 * log_std_new).exp()) - 0.5).sum(-1)
 
     def sample(self, p: dict[str, Tensor], obs: Tensor, h: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
         """An action per observation, drawn from torch's global generator, as stored (one-hot
@@ -426,8 +452,8 @@ class TESP(Method):
         norm = torch.stack([g.flatten(1).pow(2).sum(1) for g in grads.values()]).sum(0).sqrt()  # (T,)
         scale = (self.hp.inner_grad_clip / norm).clamp(max=1.0)  # tf.clip_by_global_norm
         grads = {n: g * scale.reshape(-1, *[1] * (g.dim() - 1)) for n, g in grads.items()}
-        alpha = self.model.alpha()
-        return {n: fast[n] - alpha[n].detach() * grads[n] for n in fast}, grads
+        rates = self.model.rates()
+        return {n: fast[n] - rates[n].detach() * grads[n] for n in fast}, grads
 
     @torch.no_grad()
     def adapt(self, tasks: list[Task], episodes_per_task: int, fast_updates: int | None = None) -> Adaptation:
@@ -472,57 +498,83 @@ class TESP(Method):
                           distance_returns=distance_returns, env_steps=steps)
 
     # -- meta-update (outer loop) ---------------------------------------------------------------
-    def meta_loss(self, ad: Adaptation, adv: Tensor, idx: Tensor) -> tuple[Tensor, Tensor]:
+    def meta_loss(self, ad: Adaptation, adv: Tensor, idx: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """PPO-clip surrogate on D_K of tasks ``idx`` + eta * ||h_K||^2 / d, as a function of the
-        initial parameters, the learning rates and the shared policy (first order)."""
-        p, alpha = self.model.params(), self.model.alpha()
+        initial parameters, the learning rates and the shared policy (first order); with the PPO
+        loss alone, the h term and the mean KL from the sampling policy."""
+        p, rates = self.model.params(), self.model.rates()
         for n in self.model.fast_names:
-            p[n] = p[n].unsqueeze(0) - alpha[n].unsqueeze(0) * ad.grad_sum[n][idx]
+            p[n] = p[n].unsqueeze(0) - rates[n].unsqueeze(0) * ad.grad_sum[n][idx]
         ep = ad.episodes.index(idx)
         h = self.model.context(p, None if ad.buffer is None else ad.buffer.index(idx), len(idx))
-        return self._surrogate(p, h, ep, adv[idx])
+        loss, policy_loss, h_norm, kl = self._surrogate(p, h, ep, adv[idx])
+        return loss, {"policy_loss": policy_loss, "h_norm": h_norm, "kl": kl}
 
-    def surrogate(self, p: dict[str, Tensor], h: Tensor | None, ep: Episodes, adv: Tensor) -> tuple[Tensor, Tensor]:
-        """``meta_loss`` given the embeddings ``h`` (compiled when enabled)."""
+    def surrogate(self, p: dict[str, Tensor], h: Tensor | None, ep: Episodes,
+                  adv: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """``meta_loss`` given the embeddings ``h`` (compiled when enabled): the objective, the
+        PPO loss, the h term and the KL, each a mean over every task's valid steps, then over tasks."""
         T, E, L = ep.rewards.shape
-        logp = self.model.log_prob(p, ep.obs.reshape(T, E * L, -1), h, ep.actions.reshape(T, E * L, -1)).reshape(T, E, L)
+        dist = self.model.policy_dist(p, ep.obs.reshape(T, E * L, -1), h)
+        logp = self.model.log_prob_of(dist, ep.actions.reshape(T, E * L, -1)).reshape(T, E, L)
         ratio = torch.exp(logp - ep.logp)
         surrogate = torch.min(ratio * adv, ratio.clamp(1 - self.hp.ppo_clip, 1 + self.hp.ppo_clip) * adv)
-        loss = -((surrogate * ep.valid).sum((1, 2)) / ep.valid.sum((1, 2))).mean()
+        steps = ep.valid.sum((1, 2))
+        policy_loss = -((surrogate * ep.valid).sum((1, 2)) / steps).mean()
+        kl = self.model.kl(ep.dist.reshape(T, E * L, -1), dist).reshape(T, E, L)
+        kl = ((kl * ep.valid).sum((1, 2)) / steps).mean()
         # the mean square entry of h, not its squared norm: the authors' regulariser, for which the
         # paper's eta values were set (llan-ml/tesp tesp/rllib_models/rllib_tesp.py, loss())
-        h_norm = loss.new_zeros(()) if h is None else h.pow(2).mean()
-        return loss + self.hp.eta * h_norm, h_norm
+        h_norm = policy_loss.new_zeros(()) if h is None else h.pow(2).mean()
+        return policy_loss + self.hp.eta * h_norm, policy_loss, h_norm, kl
 
-    def meta_update(self, ad: Adaptation) -> tuple[Tensor, Tensor]:
-        """PPO epochs on D_K (minibatches of tasks); returns the last minibatch's loss and h term."""
+    def meta_update(self, ad: Adaptation) -> dict[str, float]:
+        """The authors' outer loop (llan-ml/tesp tesp/maml/maml_optimizer.py, MAMLOptimizer.step):
+        ``ppo_epochs`` full-batch evaluations of the meta-objective at the iterates theta_0 (the
+        sampling parameters) .. theta_{n-1}, an Adam step after each but the last. The parameters
+        end at the evaluated iterate with the lowest PPO loss among those whose mean KL from the
+        sampling policy is below ``kl_target`` (theta_0's is 0). Only the parameters go back:
+        Adam's moments keep every step, as the authors' set_weights restores the model's
+        variables alone (tesp/maml/base_maml_policy_graph.py). Returns the kept iterate's
+        statistics."""
         hp = self.hp
         adv = advantages(ad.episodes, hp.gamma, hp.gae_lambda, hp.normalize_advantages)
-        for _ in range(hp.ppo_epochs):
-            for idx in torch.randperm(adv.shape[0], device=self.device).chunk(hp.ppo_minibatches):
-                loss, h_norm = self.meta_loss(ad, adv, idx)
+        tasks = torch.arange(adv.shape[0], device=self.device)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        best, first_kl = None, None
+        for iterate in range(hp.ppo_epochs):
+            loss, stats = self.meta_loss(ad, adv, tasks)
+            stats = {name: value.item() for name, value in stats.items()}
+            first_kl = stats["kl"] if first_kl is None else first_kl
+            if stats["kl"] < hp.kl_target and (best is None or stats["policy_loss"] < best["policy_loss"]):
+                best = {**stats, "iterate": iterate, "weights": [p.detach().clone() for p in params]}
+            if iterate < hp.ppo_epochs - 1:
                 self.optimizer.zero_grad()
                 loss.backward()
                 self.optimizer.step()
-                with torch.no_grad():  # the paper clips the learned learning rates
-                    for a in self.model.alphas:
-                        a.clamp_(-hp.alpha_clip, hp.alpha_clip)
-        return loss, h_norm
+        if best is None:
+            raise RuntimeError(f"the sampling parameters' KL from their own policy is {first_kl}, not below "
+                               f"kl_target {hp.kl_target}: the meta-objective is not finite")
+        with torch.no_grad():
+            for p, kept in zip(params, best.pop("weights")):
+                p.copy_(kept)
+        return best
 
     def train_iteration(self) -> dict[str, float]:
         hp, train = self.hp, self.tasks[self.train_split]
         batch = [train[i] for i in torch.randperm(len(train))[:hp.meta_batch].tolist()]
         ad = self.adapt(batch, hp.episodes_per_task)
         self.env_steps += ad.env_steps
-        loss, h_norm = self.meta_update(ad)
+        kept = self.meta_update(ad)
         final = f"update_{hp.fast_updates}"
         metrics = {f"return_{stage}": r.mean().item() for stage, r in ad.returns.items()}
         metrics["return"] = ad.returns[final].mean().item()
         if ad.distance_returns:
             metrics["distance_return"] = ad.distance_returns[final].mean().item()
-        metrics.update({"meta_loss": loss.item(), "h_norm": h_norm.item()})
+        metrics.update({"meta_loss": kept["policy_loss"], "h_norm": kept["h_norm"], "meta_kl": kept["kl"],
+                        "meta_iterate": kept["iterate"]})
         if self.model.fast_names:
-            metrics["alpha_abs_mean"] = torch.cat([a.abs().flatten() for a in self.model.alphas]).mean().item()
+            metrics["alpha_abs_mean"] = torch.cat([a.abs().flatten() for a in self.model.rates().values()]).mean().item()
         return metrics
 
     def evaluate(self, tasks: list[Task]) -> pd.DataFrame:
