@@ -587,6 +587,14 @@ def test_meta_update_equals_the_authors_outer_loop(variant, near_clip, float64):
         assert (alphas.abs() > method.hp.alpha_clip).sum() >= 20
 
 
+@pytest.mark.parametrize(("bad", "message"), [
+    ({"ppo_epochs": 1}, "ppo_epochs must be >= 2"), ({"kl_target": 0.0}, "kl_target must be positive"),
+    ({"inner_grad_clip": -1.0}, "inner_grad_clip must be positive"), ({"embedding": "gru"}, "embedding must be one of")])
+def test_bad_hyperparameters_are_named(bad, message):
+    with pytest.raises(ValueError, match=message):
+        Hyperparams(**bad)
+
+
 # ---------------------------------------------------------------------------------------------
 # The TESP paper's metric: the distance-only return, recorded next to the return and shown by E2.
 # ---------------------------------------------------------------------------------------------

@@ -88,7 +88,7 @@ class Hyperparams:
     # rllib's compute_advantages); MAML's own code centres and scales them (rllab center_adv)
     normalize_advantages: bool = False
     ppo_clip: float = 0.15
-    ppo_epochs: int = 20          # full-batch evaluations of the outer loop (the authors' num_sgd_iter)
+    ppo_epochs: int = 20          # outer-loop iterates, n - 1 Adam steps (the authors' num_sgd_iter)
     # the outer loop keeps the iterate with the lowest PPO loss among those whose mean KL from the
     # sampling policy is below this (llan-ml/tesp tesp/maml/maml_optimizer.py; 0.01: tesp/maml/maml.py)
     kl_target: float = 0.01
@@ -102,8 +102,9 @@ class Hyperparams:
         if self.kl_target <= 0:
             raise ValueError(f"kl_target must be positive (the sampling parameters, KL 0, must qualify), "
                              f"got {self.kl_target}")
-        if self.ppo_epochs < 1:
-            raise ValueError(f"ppo_epochs must be >= 1, got {self.ppo_epochs}")
+        if self.ppo_epochs < 2:  # n iterates are n - 1 Adam steps
+            raise ValueError(f"ppo_epochs must be >= 2 (the outer loop steps after every iterate but the last), "
+                             f"got {self.ppo_epochs}")
 
 
 # ---------------------------------------------------------------------------------------------
