@@ -575,6 +575,8 @@ def test_meta_update_equals_the_authors_outer_loop(variant, near_clip, float64):
         assert kept["kl"] == pytest.approx(history[index][1], rel=1e-7, abs=1e-15)
         for name, value in method.model.named_parameters():
             torch.testing.assert_close(value, expected[name], rtol=1e-8, atol=1e-11, msg=name)
+            if index > 0 and value.requires_grad:  # every trained weight moved
+                assert not torch.equal(value, initial[name]), name
         steps = {int(step) for step in method.optimizer.state_dict()["steps"]}
         assert steps == {3}  # Adam took every step, whichever iterate was kept
     assert kept_by_bound[1e-12] == 0 and kept_by_bound[(kls[1] + kls[2]) / 2] == 1
