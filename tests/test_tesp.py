@@ -597,6 +597,17 @@ def test_bad_hyperparameters_are_named(bad, message):
         Hyperparams(**bad)
 
 
+def test_meta_update_names_a_non_finite_objective():
+    """theta_0's KL from the sampling policy is 0 unless the objective is not finite: then the
+    outer loop has no iterate to keep and says so."""
+    method = make(fast_updates=1)
+    ad = method.adapt(method.tasks["train"][:2], episodes_per_task=2)
+    with torch.no_grad():
+        method.model.policy[-1].bias.fill_(float("nan"))
+    with pytest.raises(RuntimeError, match="not below kl_target 0.01"):
+        method.meta_update(ad)
+
+
 # ---------------------------------------------------------------------------------------------
 # The TESP paper's metric: the distance-only return, recorded next to the return and shown by E2.
 # ---------------------------------------------------------------------------------------------

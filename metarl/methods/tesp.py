@@ -542,20 +542,20 @@ class TESP(Method):
         adv = advantages(ad.episodes, hp.gamma, hp.gae_lambda, hp.normalize_advantages)
         tasks = torch.arange(adv.shape[0], device=self.device)
         params = [p for p in self.model.parameters() if p.requires_grad]
-        best, first_kl = None, None
+        best = None
         for iterate in range(hp.ppo_epochs):
             loss, stats = self.meta_loss(ad, adv, tasks)
             stats = {name: value.item() for name, value in stats.items()}
-            first_kl = stats["kl"] if first_kl is None else first_kl
-            if stats["kl"] < hp.kl_target and (best is None or stats["policy_loss"] < best["policy_loss"]):
+            within = stats["kl"] < hp.kl_target
+            if iterate == 0 and not within:  # theta_0 is the sampling policy: its KL is 0 unless not finite
+                raise RuntimeError(f"the sampling parameters' KL from their own policy is {stats['kl']}, not below "
+                                   f"kl_target {hp.kl_target}: the meta-objective is not finite")
+            if within and (best is None or stats["policy_loss"] < best["policy_loss"]):
                 best = {**stats, "iterate": iterate, "weights": [p.detach().clone() for p in params]}
             if iterate < hp.ppo_epochs - 1:
                 self.optimizer.zero_grad()
                 loss.backward()
                 self.optimizer.step()
-        if best is None:
-            raise RuntimeError(f"the sampling parameters' KL from their own policy is {first_kl}, not below "
-                               f"kl_target {hp.kl_target}: the meta-objective is not finite")
         with torch.no_grad():
             for p, kept in zip(params, best.pop("weights")):
                 p.copy_(kept)
