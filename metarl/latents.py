@@ -59,9 +59,10 @@ def dirichlet_kl(alpha: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
             + ((alpha - beta) * (torch.digamma(alpha) - torch.digamma(alpha0)[..., None])).sum(-1))
 
 
-def gaussian_kl(mean: torch.Tensor, var: torch.Tensor, prior_mean, prior_var) -> torch.Tensor:
-    """KL(N(mean, var) || N(prior_mean, prior_var)) for diagonal Gaussians, summed over the last dim."""
-    return 0.5 * (var / prior_var + (mean - prior_mean) ** 2 / prior_var - 1 + torch.log(prior_var / var)).sum(-1)
+def gaussian_kl(mean: torch.Tensor, logvar: torch.Tensor, prior_mean, prior_logvar) -> torch.Tensor:
+    """KL(N(mean, exp(logvar)) || N(prior_mean, exp(prior_logvar))) for diagonal Gaussians, summed
+    over the last dim (PEARL's latent, VATE's belief against its prior, TESP's trust region)."""
+    return 0.5 * (prior_logvar - logvar - 1 + (logvar.exp() + (mean - prior_mean) ** 2) / prior_logvar.exp()).sum(-1)
 
 
 class Gaussian:
@@ -100,7 +101,7 @@ class Gaussian:
 
     def kl(self, post: torch.Tensor) -> torch.Tensor:
         mean, var = post.split(self.d, -1)
-        return gaussian_kl(mean, var, self.prior_mean.to(post), self.prior_var.to(post))
+        return gaussian_kl(mean, var.log(), self.prior_mean.to(post), self.prior_var.to(post).log())
 
 
 class Dirichlet(Gaussian):

@@ -11,6 +11,7 @@ from metarl.latents import (
     Gaussian,
     LatentSpace,
     dirichlet_to_logit_normal,
+    gaussian_kl,
     logit_normal_to_dirichlet,
 )
 
@@ -35,6 +36,19 @@ def test_empty_context_gives_prior():
     post = latent.posterior(factors, torch.zeros(3, 4))
     torch.testing.assert_close(post, latent.prior(3))
     torch.testing.assert_close(latent.kl(post), torch.zeros(3), atol=1e-6, rtol=0)
+
+
+def test_gaussian_kl_matches_torch():
+    # the one diagonal-Gaussian KL that PEARL's latent, VATE's belief and TESP's trust region share
+    torch.manual_seed(0)
+    mean, logvar, prior_mean, prior_logvar = torch.randn(4, 5, 3).double().unbind(0)
+    expected = kl_divergence(torch.distributions.Normal(mean, (0.5 * logvar).exp()),
+                             torch.distributions.Normal(prior_mean, (0.5 * prior_logvar).exp())).sum(-1)
+    torch.testing.assert_close(gaussian_kl(mean, logvar, prior_mean, prior_logvar), expected)
+    post = torch.cat([mean, logvar.exp()], -1)  # Gaussian(3): [mean, var] against N(0, I)
+    expected = kl_divergence(torch.distributions.Normal(mean, (0.5 * logvar).exp()),
+                             torch.distributions.Normal(0.0, 1.0)).sum(-1)
+    torch.testing.assert_close(Gaussian(3).kl(post), expected)
 
 
 def test_categorical_product_normalises():

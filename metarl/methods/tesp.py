@@ -49,9 +49,11 @@ from dataclasses import dataclass, field
 import pandas as pd
 import torch
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 from metarl import compiling
 from metarl.envs.base import BatchedEnv, Task, TaskFamily
+from metarl.latents import gaussian_kl
 from metarl.methods.base import FINAL_STAGE, Method
 from metarl.nets import mlp, normc
 from metarl.optim import Adam
@@ -207,9 +209,83 @@ def gaussian_log_prob(action: Tensor, mean: Tensor, log_std: Tensor) -> Tensor:
     return (-0.5 * z ** 2 - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
 
 
-def hard_sigmoid(x: Tensor) -> Tensor:
-    """Keras's (TF 1.x), the default gate activation of its GRU cell: clip(0.2 x + 0.5, 0, 1)."""
-    return (0.2 * x + 0.5).clamp(0.0, 1.0)
+class KerasGRU(torch.autograd.Function):
+    """Keras's (TF 1.x) GRU cell run over whole sequences, with a hand-written backward pass.
+
+    Per step: gates z, r = hard_sigmoid(x_zr + h W_zr^T), Keras's clip(0.2 x + 0.5, 0, 1) (its
+    default gate activation); candidate c = tanh(x_h + (r * h) W_h^T), the reset gate applied to
+    the state before its matmul (reset_after=False); h' = z h + (1 - z) c; h is carried unchanged
+    past an episode's last valid step. ``apply(gates_x, valid, recurrent)``: ``gates_x (T, E, S,
+    3H)`` the input's share of the gates (kernel and bias applied), ``valid (T, E, S)`` bool,
+    ``recurrent (3H, H)`` or per task ``(T, 3H, H)``. Returns the last state ``(T, E, H)``.
+
+    Why by hand: the states are small (a few tasks x episodes x 64-256 units) and the sequences
+    long (200 steps), so autograd's per-op bookkeeping over some 30 ops a step dominates the
+    encoder's cost; this backward runs the recurrence alone step by step and the weight gradient
+    as one matmul over all steps (benchmarks/tesp.md, "A hand-written GRU backward")."""
+
+    @staticmethod
+    def forward(ctx, gates_x: Tensor, valid: Tensor, recurrent: Tensor) -> Tensor:
+        T, E, S, _ = gates_x.shape
+        units = recurrent.shape[-1]
+        # contiguous copies made once, or the matmuls would copy them at every step
+        w_zr, w_h = recurrent[..., :2 * units, :].mT.contiguous(), recurrent[..., 2 * units:, :].mT.contiguous()
+        steps_x = gates_x.permute(2, 0, 1, 3)  # (S, T, E, 3H)
+        steps_zr, steps_h = steps_x[..., :2 * units].contiguous(), steps_x[..., 2 * units:].contiguous()
+        padded = not bool(valid.all())
+        steps_valid = valid.permute(2, 0, 1).unsqueeze(-1)
+        saving = any(ctx.needs_input_grad)
+        hidden = gates_x.new_zeros(T, E, units)
+        states, gates, candidates, inside = [], [], [], []
+        for t in range(S):
+            x_zr, x_h = steps_zr[t], steps_h[t]
+            zr = torch.baddbmm(x_zr, hidden, w_zr) if w_zr.dim() == 3 else torch.addmm(
+                x_zr.reshape(T * E, -1), hidden.reshape(T * E, -1), w_zr).reshape(T, E, -1)
+            zr = zr.mul_(0.2).add_(0.5)
+            if saving:  # clamp's gradient passes where its input lies within the bounds, ends included
+                inside.append((zr >= 0) & (zr <= 1))
+            zr = zr.clamp_(0.0, 1.0)
+            z, r = zr[..., :units], zr[..., units:]
+            candidate = torch.tanh(x_h + (r * hidden) @ w_h)
+            new = z * hidden + (1 - z) * candidate
+            if saving:
+                states.append(hidden)
+                gates.append(zr)
+                candidates.append(candidate)
+            hidden = torch.where(steps_valid[t], new, hidden) if padded else new
+        if saving:
+            ctx.save_for_backward(torch.stack(states), torch.stack(gates), torch.stack(candidates),
+                                  torch.stack(inside), steps_valid, recurrent)
+            ctx.padded = padded
+        return hidden
+
+    @staticmethod
+    @once_differentiable  # the meta-gradient is first order
+    def backward(ctx, grad_hidden: Tensor):
+        states, gates, candidates, inside, steps_valid, recurrent = ctx.saved_tensors
+        S, T, E, units = states.shape
+        w_zr, w_h = recurrent[..., :2 * units, :], recurrent[..., 2 * units:, :]
+        grad_gates = states.new_empty(S, T, E, 3 * units)
+        grad_h = grad_hidden
+        for t in reversed(range(S)):
+            h, z, r, c = states[t], gates[t, ..., :units], gates[t, ..., units:], candidates[t]
+            # where(valid, new, h): the gradient reaches the update where valid, else h directly
+            grad_new = grad_h * steps_valid[t] if ctx.padded else grad_h
+            grad_pre_h = grad_new * (1 - z) * (1 - c * c)  # through (1 - z) c and the tanh
+            grad_gates[t, ..., 2 * units:] = grad_pre_h
+            grad_rh = grad_pre_h @ w_h
+            grad_zr = torch.cat([grad_new * (h - c), grad_rh * h], -1).mul_(0.2).mul_(inside[t])
+            grad_gates[t, ..., :2 * units] = grad_zr
+            grad_prev = grad_new * z + grad_rh * r + grad_zr @ w_zr
+            grad_h = grad_prev + (grad_h - grad_new) if ctx.padded else grad_prev
+        # the recurrent kernel's gradient, all steps in one matmul per task: rows (S E) of the gate
+        # gradients against the state each multiplied
+        flat = lambda x: x.permute(1, 0, 2, 3).reshape(T, S * E, -1)
+        grad_recurrent = torch.cat([flat(grad_gates[..., :2 * units]).mT @ flat(states),
+                                    flat(grad_gates[..., 2 * units:]).mT @ flat(gates[..., units:] * states)], 1)
+        if recurrent.dim() == 2:
+            grad_recurrent = grad_recurrent.sum(0)
+        return grad_gates.permute(1, 2, 0, 3), None, grad_recurrent
 
 
 class TESPModel(nn.Module):
@@ -300,17 +376,7 @@ class TESPModel(nn.Module):
         x = torch.cat([ep.obs, ep.dist, ep.rewards.unsqueeze(-1)], -1)[:, :, :steps]
         gates_x = linear(x.reshape(T, E * steps, -1), p["encoder.kernel"], p["encoder.bias"])
         gates_x = gates_x.reshape(T, E, steps, -1)
-        recurrent = p["encoder.recurrent_kernel"]
-        units = recurrent.shape[-1]
-        recurrent_zr, recurrent_h = recurrent[..., :2 * units, :], recurrent[..., 2 * units:, :]
-        hidden = x.new_zeros(T, E, units)
-        # unbind, not gates_x[:, :, t]: each slice's backward would add a full-size zero tensor
-        for gates_t, valid_t in zip(gates_x.unbind(2), ep.valid[:, :, :steps].unbind(2)):
-            z_x, r_x, h_x = gates_t.chunk(3, -1)
-            z_h, r_h = (hidden @ recurrent_zr.mT).chunk(2, -1)
-            z, r = hard_sigmoid(z_x + z_h), hard_sigmoid(r_x + r_h)
-            candidate = torch.tanh(h_x + (r * hidden) @ recurrent_h.mT)
-            hidden = torch.where(valid_t.unsqueeze(-1), z * hidden + (1 - z) * candidate, hidden)
+        hidden = KerasGRU.apply(gates_x, ep.valid[:, :, :steps], p["encoder.recurrent_kernel"])
         return linear(hidden, p["encoder.projection_weight"], p["encoder.projection_bias"])
 
     def policy_dist(self, p: dict[str, Tensor], obs: Tensor, h: Tensor | None) -> Tensor:
@@ -338,8 +404,7 @@ class TESPModel(nn.Module):
             log_old = torch.log_softmax(old, -1)
             return (log_old.exp() * (log_old - torch.log_softmax(new, -1))).sum(-1)
         (mean_old, log_std_old), (mean_new, log_std_new) = old.chunk(2, -1), new.chunk(2, -1)
-        return (log_std_new - log_std_old + ((2 * log_std_old).exp() + (mean_old - mean_new) ** 2)
-                / (2 * (2 * log_std_new).exp()) - 0.5).sum(-1)
+        return gaussian_kl(mean_old, 2 * log_std_old, mean_new, 2 * log_std_new)
 
     def sample(self, p: dict[str, Tensor], obs: Tensor, h: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
         """An action per observation, drawn from torch's global generator, as stored (one-hot

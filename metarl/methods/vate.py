@@ -64,6 +64,7 @@ from torch import nn
 
 from metarl import compiling
 from metarl.envs.base import Task, TaskFamily
+from metarl.latents import gaussian_kl
 from metarl.methods.base import FINAL_STAGE, Method
 from metarl.nets import mlp
 from metarl.optim import Adam
@@ -215,11 +216,6 @@ class VATEModel(nn.Module):
 def gaussian_kl_to_standard(mean, logvar):
     """KL(N(mean, exp(logvar)) ‖ N(0, I)), summed over the last dimension."""
     return 0.5 * (mean.pow(2) + logvar.exp() - 1 - logvar).sum(-1)
-
-
-def gaussian_kl(mean, logvar, prior_mean, prior_logvar):
-    """KL(N(mean, exp(logvar)) ‖ N(prior_mean, exp(prior_logvar))), summed over the last dimension."""
-    return 0.5 * (prior_logvar - logvar - 1 + (logvar.exp() + (mean - prior_mean).pow(2)) / prior_logvar.exp()).sum(-1)
 
 
 class VATE(Method):
