@@ -260,8 +260,8 @@ def keras_gru_step(x, h, kernel, recurrent_kernel, bias):
 @pytest.mark.parametrize("padded", [False, True])
 def test_hand_written_gru_backward_equals_autograd(per_task_kernel, padded):
     """KerasGRU (forward and hand-written backward) against autograd through keras_gru_step run
-    sequence by sequence up to each episode's length, and torch's numerical gradient check; gate
-    pre-activations large enough that both hard-sigmoid bounds are hit."""
+    sequence by sequence up to each episode's length, and torch's numerical gradient check; the
+    inputs' share of the gates is large enough that both hard-sigmoid bounds are reached."""
     torch.manual_seed(0)
     T, E, S, H = 3, 2, 6, 4
     gates_x = (3 * torch.randn(T, E, S, 3 * H, dtype=torch.double)).requires_grad_()
