@@ -4,7 +4,7 @@ in benchmarks/e3_seeds34_614058a/ (each run's curve.csv and eval.csv, as the pip
 
 The MuJoCo families' seeds 0-2 are the per-seed values printed in benchmarks/pearl.md, "E3 at one
 training code" (the curve's final stage at its first and last point, one decimal). The dense and the
-sparse point robot's seeds 0-2 were re-run in this session (they reproduce that table to the printed
+sparse point robots' seeds 0-2 were re-run in this session (they reproduce that table to the printed
 digit), so every value of theirs is read from the saved runs, including the sparse robot's goal
 fractions and adaptation returns.
 
