@@ -32,6 +32,8 @@ REPO=$(cd "$(dirname "$0")/.." && pwd)
 cd "$REPO"
 export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
 export METARL_TEST_DEVICE=$DEVICE
+# no step renders, and a GPU machine may lack the EGL libraries MuJoCo's default backend loads
+export MUJOCO_GL=${MUJOCO_GL:-disable}
 PY=${PYTHON:-python}
 mkdir -p "$OUT"
 WORK=$(mktemp -d)
@@ -92,16 +94,6 @@ step tests 120 "$PY" -m pytest -q -m "not slow" -p no:cacheprovider $DEVICE_TEST
 step bench_pearl 120 "$PY" -m metarl bench pearl --family cheetah_vel --scale $BENCH_SCALES --device "$DEVICE" \
   --threads 1 --grad-steps "$GRAD_STEPS" --out "$WORK/bench_pearl.md"
 
-profile slice_pearl_cheetah_vel E3 cheetah_vel pearl "$PEARL_IT" 180
-profile slice_vate_gridworld E1 gridworld vate "$VATE_IT" 90
-profile slice_tesp_reacher_2link E2 reacher_2link tesp "$TESP_IT" 180
-profile slice_pearl_dir24 E4 dirichlet_point_robot pearl_dir24 "$E4_IT" 90
-
-step bench_vate 60 "$PY" -m metarl bench vate --scale $BENCH_SCALES --device "$DEVICE" --threads 1 \
-  --out "$WORK/bench_vate.md"
-step bench_tesp 150 "$PY" -m metarl bench tesp --families reacher_2link --scale $SCALE --device "$DEVICE" \
-  --threads 1 --out "$WORK/bench_tesp.md"
-
 # determinism of the real driver on the device: two smoke runs per algorithm, same seed
 step determinism 90 "$PY" - "$DEVICE" "$WORK/det" <<'EOF'
 import sys
@@ -138,6 +130,11 @@ for experiment, family, method in [("E1", "gridworld", "vate"), ("E2", "reacher_
           f"{'identical' if diff == 0 else f'max abs difference {diff:.3g}'} |")
 EOF
 
+profile slice_pearl_cheetah_vel E3 cheetah_vel pearl "$PEARL_IT" 180
+profile slice_vate_gridworld E1 gridworld vate "$VATE_IT" 90
+profile slice_tesp_reacher_2link E2 reacher_2link tesp "$TESP_IT" 180
+profile slice_pearl_dir24 E4 dirichlet_point_robot pearl_dir24 "$E4_IT" 90
+
 step projection 30 "$PY" - "$WORK" <<'EOF'
 import json
 import sys
@@ -154,10 +151,15 @@ config["scale"] = "paper"
 print(dag_projection(config, measured) if measured else "no slice finished: nothing to project")
 EOF
 
-# compile: on (inductor; CUDA graphs on CUDA), last: a cold first compile
-# takes minutes on some machines and must not cost the numbers above
+# compile: on (inductor; CUDA graphs on CUDA), after the slices and their projection: a cold first
+# compile takes minutes on some machines and must not cost the numbers above
 step bench_pearl_compiled 150 "$PY" -m metarl bench pearl --family cheetah_vel --scale $BENCH_SCALES \
   --device "$DEVICE" --mode compiled --threads 1 --grad-steps "$GRAD_STEPS" --out "$WORK/bench_pearl_compiled.md"
+step bench_vate 60 "$PY" -m metarl bench vate --scale $BENCH_SCALES --device "$DEVICE" --threads 1 \
+  --out "$WORK/bench_vate.md"
+step bench_tesp 150 "$PY" -m metarl bench tesp --families reacher_2link --scale $SCALE --device "$DEVICE" \
+  --threads 1 --out "$WORK/bench_tesp.md"
+
 step bench_vate_compiled 90 "$PY" -m metarl bench vate --scale $BENCH_SCALES --device "$DEVICE" --mode compiled \
   --threads 1 --out "$WORK/bench_vate_compiled.md"
 

@@ -387,7 +387,9 @@ def dag_projection(config: dict, measured: list[dict], gpus: tuple[int, ...] = (
     its scale, from the measured slices (``profile_summary`` dicts). A run uses the slice of its
     own experiment, family and method if there is one, else its experiment's, else its
     algorithm's; only the iteration count and evaluation schedule change. Runs are independent
-    jobs: one device runs them back to back, ``n`` devices as a longest-first greedy schedule."""
+    jobs: one device runs them back to back, ``n`` devices as a longest-first greedy schedule.
+    A run with no slice to take (e.g. E5's ``random``, an algorithm no slice measures) is listed as
+    not projected and left out of the sums, which say so."""
     from metarl.config import run_specs
 
     def pick(spec):
@@ -399,11 +401,12 @@ def dag_projection(config: dict, measured: list[dict], gpus: tuple[int, ...] = (
 
     per_experiment: dict[str, dict] = {}
     durations = []
+    unmeasured: dict[str, int] = defaultdict(int)
     for spec in run_specs(config):
         m, match = pick(spec)
         if m is None:
-            raise KeyError(f"no measured slice for {spec['experiment']}/{spec['family']}/{spec['method']} "
-                           f"(algorithm {spec['algo']})")
+            unmeasured[f"{spec['experiment']}/{spec['method']} (algorithm {spec['algo']})"] += 1
+            continue
         seconds = projected_seconds(m["iteration_wall"], m["evaluation_wall"], spec["iterations"], spec["eval_every"])
         durations.append(seconds)
         e = per_experiment.setdefault(spec["experiment"], {"runs": 0, "exact": 0, "seconds": 0.0, "max": 0.0,
@@ -419,9 +422,14 @@ def dag_projection(config: dict, measured: list[dict], gpus: tuple[int, ...] = (
         lines.append(f"| {name} | {e['runs']} | {', '.join(sorted(e['from']))} | {e['exact']} | "
                      f"{format_duration(e['max'])} | {format_duration(e['seconds'])} |")
     lines.append("")
+    if unmeasured:
+        lines.append("Not projected, no slice of their experiment or algorithm was measured: "
+                     + "; ".join(f"{n} run(s) of {what}" for what, n in sorted(unmeasured.items())) + ".")
+        lines.append("")
+    left_out = f", {sum(unmeasured.values())} runs not projected left out" if unmeasured else ""
     for n in gpus:
         lines.append(f"- whole DAG's training on {n} device(s), one run per device at a time: "
-                     f"**{format_duration(schedule_makespan(durations, n))}** ({len(durations)} runs)")
+                     f"**{format_duration(schedule_makespan(durations, n))}** ({len(durations)} runs{left_out})")
     return "\n".join(lines) + "\n"
 
 

@@ -109,6 +109,22 @@ def test_dag_projection_sums_runs_by_hand(config):
     assert "on 3 device(s), one run per device at a time: **32.0 s**" in text
 
 
+
+def test_dag_projection_lists_runs_without_a_slice(config):
+    config["scale"] = "paper"
+    for name, exp in config["experiments"].items():
+        exp["enabled"] = name == "E1"
+    e1 = config["experiments"]["E1"]
+    e1["scales"]["paper"].update(seeds=3, iterations=10, eval_every=5)
+    e1["methods"] = ["vate", "random"]
+    measured = [{"experiment": "E9", "family": "gridworld", "method": "vate", "algo": "vate",
+                 "iteration_wall": [1.0], "evaluation_wall": 0.0}]
+    # vate takes the slice by its algorithm: 10 x 1 s per run; random has none and is listed instead
+    text = profiling.dag_projection(config, measured, gpus=(1,))
+    assert "| E1 | 3 | E9/gridworld/vate | 0 | 10.0 s | 30.0 s |" in text
+    assert "3 run(s) of E1/random (algorithm random)" in text
+    assert "**30.0 s** (3 runs, 3 runs not projected left out)" in text
+
 def test_one_curve_evaluation_covers_every_curve_split(config):
     config["scale"] = "smoke"
     config["experiments"]["E1"]["curve_splits"] = ["test", "train"]

@@ -1,5 +1,7 @@
-"""keep_freed_memory: PEARL's gradient steps stop page-faulting their activations in anew."""
+"""keep_freed_memory: PEARL's gradient steps stop page-faulting their activations in anew; the
+CUDA determinism settings, and that the CPU path never turns them on."""
 import json
+import os
 import subprocess
 import sys
 
@@ -55,3 +57,36 @@ def test_refuses_quietly_without_glibc(monkeypatch):
 
     monkeypatch.setattr(runtime.ctypes, "CDLL", lambda name: NotGlibc())
     assert runtime.keep_freed_memory() is False
+
+
+DETERMINISM_FLAGS = """
+import json, os, sys, torch
+from metarl.utils import runtime
+flags = lambda: {"algorithms": torch.are_deterministic_algorithms_enabled(),
+                 "warn_only": torch.is_deterministic_algorithms_warn_only_enabled(),
+                 "cudnn_deterministic": torch.backends.cudnn.deterministic,
+                 "cudnn_benchmark": torch.backends.cudnn.benchmark,
+                 "cublas": os.environ.get("CUBLAS_WORKSPACE_CONFIG")}
+runtime.resolve_device("cpu")
+after_cpu = flags()
+runtime.deterministic_cuda()
+print(json.dumps({"cpu": after_cpu, "cuda": flags()}))
+"""
+
+
+def test_cuda_asks_for_repeatable_kernels_and_cpu_does_not():
+    env = {k: v for k, v in os.environ.items() if k != "CUBLAS_WORKSPACE_CONFIG"}
+    out = subprocess.run([sys.executable, "-c", DETERMINISM_FLAGS], cwd=REPO, env=env, capture_output=True,
+                         text=True, check=True).stdout
+    flags = json.loads(out)
+    assert flags["cpu"] == {"algorithms": False, "warn_only": False, "cudnn_deterministic": False,
+                            "cudnn_benchmark": False, "cublas": None}
+    assert flags["cuda"] == {"algorithms": True, "warn_only": True, "cudnn_deterministic": True,
+                             "cudnn_benchmark": False, "cublas": ":4096:8"}
+
+
+def test_cuda_without_a_gpu_is_refused_by_name(monkeypatch):
+    monkeypatch.setattr(runtime.torch.cuda, "is_available", lambda: False)
+    with pytest.raises(RuntimeError, match="'cuda:1' requested but CUDA is not available"):
+        runtime.resolve_device("cuda:1")
+    assert runtime.resolve_device("auto").type == "cpu"

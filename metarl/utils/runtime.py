@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 import random
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,13 +13,26 @@ import torch
 
 
 def resolve_device(name: str = "auto") -> torch.device:
-    """``auto`` picks CUDA when present, else CPU; ``cpu``/``cuda``/``cuda:N`` force one."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {name!r} requested but CUDA is not available")
+    """``auto`` picks CUDA when present, else CPU; ``cpu``/``cuda``/``cuda:N`` force one. On CUDA it
+    also asks for repeatable kernels (``deterministic_cuda``)."""
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError(f"device {name!r} requested but CUDA is not available")
+        deterministic_cuda()
     return device
+
+
+def deterministic_cuda() -> None:
+    """Same seed, same numbers on CUDA too: cuDNN's deterministic kernels (the GRUs), no autotuning,
+    a fixed cuBLAS workspace (CUDA's own requirement for repeatable matrix products; it must be set
+    before cuBLAS starts, hence here, before any work reaches the device) and PyTorch's
+    deterministic implementations. ``warn_only``: an op with no deterministic CUDA kernel warns,
+    naming itself, instead of stopping a run. Process-wide; the CPU path is left untouched."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+    torch.use_deterministic_algorithms(True, warn_only=True)
 
 
 # glibc's mallopt parameters (malloc.h) and the values keep_freed_memory sets
