@@ -317,11 +317,15 @@ class PEARL(Method):
         self._envs: dict[int, object] = {}
         self.initialised = False
         self._critic_losses, self._actor_losses, self._act = self.critic_losses, self.actor_losses, self.model.policy
+        self.graphs = False
 
     def use_compile(self, mode: str) -> None:
         """config.yaml's ``compile`` switch (metarl.compiling): compiles both phases of a gradient
         step (forward and, through AOT autograd, backward) and the policy forward of collection."""
         super().use_compile(mode)
+        # on CUDA, compiled means CUDA-graph replay (cudagraph trees), whose outputs live in memory
+        # the next replay reuses: the step and the rollout mark where one use ends
+        self.graphs = self.compiled and self.device.type == "cuda"
         if self.compiled:
             self._critic_losses = compiling.compiled(self.critic_losses, self.device)
             self._actor_losses = compiling.compiled(self.actor_losses, self.device)
@@ -353,6 +357,8 @@ class PEARL(Method):
         rows, valid, path = [], [], [obs]
         ended = torch.zeros(env.num_envs, dtype=torch.bool, device=self.device)
         for _ in range(env.horizon):
+            if self.graphs:  # the last step's action is used up (copied into rows and the env)
+                torch.compiler.cudagraph_mark_step_begin()
             action = self._act(torch.cat([obs, z], -1), deterministic)[0]
             env_action = (action.argmax(-1) if self.discrete
                           else self.act_low + (action + 1) * 0.5 * (self.act_high - self.act_low))
@@ -453,7 +459,11 @@ class PEARL(Method):
         twin Q; then, against the updated Q, the value network, the soft target update and the
         policy. z's reparameterisation noise is drawn in ``critic_losses``."""
         rows = batch.rows.flatten(0, 1)                                    # (T*B, width)
+        if self.graphs:  # a new step: the graphs may reuse the memory of the last step's outputs
+            torch.compiler.cudagraph_mark_step_begin()
         loss, q_loss, kl, z = self._critic_losses(rows, batch.context)
+        if self.graphs:  # the backward graph's replay overwrites the forward's other outputs: keep copies
+            q_loss, kl, z = q_loss.detach().clone(), kl.detach().clone(), z.detach().clone()
         self.optimizer.zero_grad()
         loss.backward()
         self.optimizer.step()  # only the encoder and Q have gradients, so only they move
