@@ -155,6 +155,9 @@ EOF
 # compile takes minutes on some machines and must not cost the numbers above
 step bench_pearl_compiled 150 "$PY" -m metarl bench pearl --family cheetah_vel --scale $BENCH_SCALES \
   --device "$DEVICE" --mode compiled --threads 1 --grad-steps "$GRAD_STEPS" --out "$WORK/bench_pearl_compiled.md"
+# compiled against eager, and compiled twice, per method (tests/test_compile.py, marked slow: they
+# compile); on CUDA this is the cudagraph path
+step compiled_tests 150 "$PY" -m pytest -q -m slow -p no:cacheprovider tests/test_compile.py
 step bench_vate 60 "$PY" -m metarl bench vate --scale $BENCH_SCALES --device "$DEVICE" --threads 1 \
   --out "$WORK/bench_vate.md"
 step bench_tesp 150 "$PY" -m metarl bench tesp --families reacher_2link --scale $SCALE --device "$DEVICE" \
@@ -186,6 +189,8 @@ section() {  # section TITLE FILE [LOG]: the file's Markdown, else the end of th
   echo; echo "## Tests on the device (METARL_TEST_DEVICE=$DEVICE): the tests taking the \`device\` fixture, in $DEVICE_TESTS"
   echo; echo '```'; tail -n 15 "$WORK/tests.log" 2>/dev/null; echo '```'
   section "Determinism of metarl train on the device" "$WORK/determinism.log"
+  echo; echo "## Compiled against eager and repeated (tests/test_compile.py, slow tests, on $DEVICE)"
+  echo; echo '```'; tail -n 25 "$WORK/compiled_tests.log" 2>/dev/null; echo '```'
   section "metarl bench pearl" "$WORK/bench_pearl.md" "$WORK/bench_pearl.log"
   section "metarl bench pearl, compiled" "$WORK/bench_pearl_compiled.md" "$WORK/bench_pearl_compiled.log"
   section "metarl bench vate" "$WORK/bench_vate.md" "$WORK/bench_vate.log"
