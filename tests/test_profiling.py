@@ -93,13 +93,20 @@ def test_bench_profile_command_writes_markdown(tmp_path, device):
     assert f"Projected full run at scale smoke ({smoke['iterations']} iterations" in text
 
 
-def test_dag_projection_sums_runs_by_hand(config):
+def paper_e1_only(config: dict, seeds: int, methods: list[str]) -> dict:
+    """The config at paper scale with only E1 enabled: ``seeds`` x ``methods`` runs of 10
+    iterations, evaluated every 5."""
     config["scale"] = "paper"
     for name, exp in config["experiments"].items():
         exp["enabled"] = name == "E1"
     e1 = config["experiments"]["E1"]
-    e1["scales"]["paper"].update(seeds=2, iterations=10, eval_every=5)
-    e1["methods"] = ["vate", "rl2_10"]
+    e1["scales"]["paper"].update(seeds=seeds, iterations=10, eval_every=5)
+    e1["methods"] = methods
+    return config
+
+
+def test_dag_projection_sums_runs_by_hand(config):
+    paper_e1_only(config, seeds=2, methods=["vate", "rl2_10"])
     measured = [{"experiment": "E1", "family": "gridworld", "method": "vate", "algo": "vate",
                  "iteration_wall": [3.0, 1.0], "evaluation_wall": 2.0}]
     # each run: 3 + 9 * 1 + 2 evaluations * 2 = 16 s; 4 runs (2 methods x 2 seeds)
@@ -109,14 +116,8 @@ def test_dag_projection_sums_runs_by_hand(config):
     assert "on 3 device(s), one run per device at a time: **32.0 s**" in text
 
 
-
 def test_dag_projection_lists_runs_without_a_slice(config):
-    config["scale"] = "paper"
-    for name, exp in config["experiments"].items():
-        exp["enabled"] = name == "E1"
-    e1 = config["experiments"]["E1"]
-    e1["scales"]["paper"].update(seeds=3, iterations=10, eval_every=5)
-    e1["methods"] = ["vate", "random"]
+    paper_e1_only(config, seeds=3, methods=["vate", "random"])
     measured = [{"experiment": "E9", "family": "gridworld", "method": "vate", "algo": "vate",
                  "iteration_wall": [1.0], "evaluation_wall": 0.0}]
     # vate takes the slice by its algorithm: 10 x 1 s per run; random has none and is listed instead
