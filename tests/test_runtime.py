@@ -60,7 +60,7 @@ def test_refuses_quietly_without_glibc(monkeypatch):
 
 
 DETERMINISM_FLAGS = """
-import json, os, sys, torch
+import json, os, torch
 from metarl.utils import runtime
 flags = lambda: {"algorithms": torch.are_deterministic_algorithms_enabled(),
                  "warn_only": torch.is_deterministic_algorithms_warn_only_enabled(),
