@@ -47,7 +47,8 @@ def keep_freed_memory() -> bool:
     By default glibc maps large blocks afresh from the OS and trims the heap's free top, so a
     training step whose activations are megabytes each (PEARL's encoder over a 16 x 1024 context:
     4 MiB a layer) page-faults and zeroes its memory anew every step: 585-6,330 minor faults and
-    about a fifth of the step's CPU time (benchmarks/allocator.md). Process-wide, so the command line
+    about a fifth of the step's CPU time (benchmarks/allocator.md), unless glibc's dynamic thresholds
+    happen to have adapted, which depends on the heap's history. Process-wide, so the command line
     calls it once at start-up, not the library. Returns whether it took effect (glibc only)."""
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c"))
