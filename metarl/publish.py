@@ -160,7 +160,7 @@ def publish(results: Path, out: Path, scale: str, repo: Path, note: str = "", ex
                 f"- scale: `{scale}`\n- finished runs (evaluated), per experiment: {_runs(results)}\n\n{listing}\n"
                 + (f"\n## Notes\n\n{note}\n" if note else ""))
     if experiments:     # the earlier MANIFEST below, its title dropped and its headings one level down
-        earlier = ["#" + line if line.startswith("#") else line for line in (out / "MANIFEST.md").read_text().splitlines()]
+        earlier = [_heading_down(line) for line in (out / "MANIFEST.md").read_text().splitlines()]
         body = "\n".join(earlier[1:]).lstrip()
         manifest += (f"\n## Kept from the earlier publication (every experiment but {', '.join(published)}; "
                      f"top-level cost.txt is its cost)\n\n{body}\n")
@@ -168,6 +168,15 @@ def publish(results: Path, out: Path, scale: str, repo: Path, note: str = "", ex
     shutil.rmtree(out, ignore_errors=True)
     staging.rename(out)
     return copied
+
+
+def _heading_down(line: str) -> str:
+    """A Markdown line with its heading one level deeper, at most level 6: Markdown has no deeper
+    heading, and a seventh '#' would turn a heading of an old publication into plain text."""
+    level = len(line) - len(line.lstrip("#"))
+    if level == 0 or line[level:level + 1] not in ("", " "):
+        return line
+    return "#" * min(level + 1, 6) + line[level:]
 
 
 def main(argv=None) -> None:

@@ -90,6 +90,22 @@ def test_publish_one_experiment_keeps_the_others_as_published(tmp_path):
     assert manifest.index("## Kept from the earlier") < manifest.index("per experiment: E1 1 (gridworld: 1)")
 
 
+def test_publishing_part_after_part_keeps_every_manifest_heading_a_heading(tmp_path):
+    """Each partial publication nests the earlier MANIFEST one heading level down; Markdown stops at
+    level 6, so the oldest ones stay at 6 instead of becoming '#######' plain text."""
+    out = tmp_path / "docs" / "results"
+    for k in range(8):
+        run = tmp_path / f"run{k}"
+        _claims(run, [("e1_a", "E1", 20.0 + k, "reproduced")])
+        _write(run, {"E1/table.md": f"| E1 {k} |"})
+        publish.publish(run, out, "quick", tmp_path, note=f"run {k}", experiments=None if k == 0 else ["E1"])
+    lines = (out / "MANIFEST.md").read_text().splitlines()
+    assert not [line for line in lines if line.startswith("#######")]
+    notes = [line for line in lines if line.lstrip("#") == " Notes"]
+    assert [len(line) - len(" Notes") for line in notes] == [2, 3, 4, 5, 6, 6, 6, 6]
+    assert lines.count("run 0") == 1 and lines.count("run 7") == 1
+
+
 def test_publish_one_experiment_refuses_a_kept_claim_the_config_now_states_differently(tmp_path):
     first, second, out = tmp_path / "first", tmp_path / "second", tmp_path / "docs" / "results"
     _claims(first, [("e1_a", "E1", 25.0, "reproduced"), ("e5_b", "E5", None, "missing")])
