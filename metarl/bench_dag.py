@@ -5,7 +5,12 @@ whether the quick scale's targets (total job time ≤ 4 CPU-hours, longest job �
 The targets are checked on wall time: Snakemake samples ``cpu_time`` every 30 s, so it misses
 the CPU time after a job's last sample (most of it for jobs shorter than that). A job that
 resumed from a checkpoint (its log, results/logs/<rule>/..., says so) was timed only from there;
-the report names those jobs, since their earlier attempt's time is in no benchmark file."""
+the report names those jobs, since their earlier attempt's time is in no benchmark file.
+
+``--combine`` adds up such reports instead, one per part of a DAG run separately (an experiment
+run on its own, on another machine or at another commit): the whole DAG's cost and its targets.
+A report's tables are complete sums and maxima, and the longest jobs of the whole are among each
+part's longest, so the combination equals the report over every job, up to the parts' rounding."""
 from __future__ import annotations
 
 import argparse
@@ -57,32 +62,92 @@ def per_rule(jobs: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([table, total]).round(3)
 
 
+RULES_TITLE = "Cost per rule (wall_h: sum of job wall times; cpu_h: sum of CPU time; max RSS in MB):"
+PARTS_TITLE = "Cost per part (each a separate run; its own report beside this one):"
+
+
+def _totals(total_h: float, cpu_h: float, longest_min: float, max_total_hours: float | None,
+            max_job_minutes: float | None) -> list[str]:
+    verdict = lambda ok: "met" if ok else "MISSED"  # noqa: E731
+    if max_total_hours is None or max_job_minutes is None:
+        line = (f"total job time {total_h:.2f} h; longest job {longest_min:.1f} min "
+                "(part of a run: the targets apply to the whole DAG)")
+    else:
+        line = (f"total job time {total_h:.2f} h (target ≤ {max_total_hours:g} h: {verdict(total_h <= max_total_hours)}); "
+                f"longest job {longest_min:.1f} min (target ≤ {max_job_minutes:g} min: "
+                f"{verdict(longest_min <= max_job_minutes)})")
+    return [line, f"CPU time {cpu_h:.2f} h in all (sampled every 30 s: a lower bound)"]
+
+
+def _render(rules: pd.DataFrame, longest: pd.DataFrame, totals: list[str], resumed: list[str]) -> str:
+    return "\n".join([RULES_TITLE, rules.to_string(), "",
+                      f"Longest {len(longest)} jobs:", longest.to_string(index=False), "", *totals] + resumed)
+
+
 def report(jobs: pd.DataFrame, top: int, max_total_hours: float | None, max_job_minutes: float | None) -> str:
     """The cost tables and a totals line; the totals are judged against the targets only when
     both are given (they are the whole DAG's, so a part of it - one experiment - gets none)."""
     longest = jobs.nlargest(top, "s")[["job", "s", "cpu_time", "max_rss"]]
     longest = longest.assign(minutes=(longest["s"] / 60).round(2), cpu_minutes=(longest["cpu_time"] / 60).round(2))
-    total_h, longest_min = jobs["s"].sum() / 3600, jobs["s"].max() / 60
-    verdict = lambda ok: "met" if ok else "MISSED"  # noqa: E731
-    if max_total_hours is None or max_job_minutes is None:
-        totals = (f"total job time {total_h:.2f} h; longest job {longest_min:.1f} min "
-                  "(part of a run: the targets apply to the whole DAG)")
-    else:
-        totals = (f"total job time {total_h:.2f} h (target ≤ {max_total_hours:g} h: {verdict(total_h <= max_total_hours)}); "
-                  f"longest job {longest_min:.1f} min (target ≤ {max_job_minutes:g} min: "
-                  f"{verdict(longest_min <= max_job_minutes)})")
-    lines = []
+    resumed = []
     if "resumed_from" in jobs and jobs["resumed_from"].notna().any():
-        resumed = jobs[jobs["resumed_from"].notna()]
-        lines = ["", f"{len(resumed)} job(s) resumed from a checkpoint, timed only after it (their earlier time is "
-                 "not counted): " + ", ".join(f"{job} (from iteration {int(it)})"
-                                              for job, it in zip(resumed["job"], resumed["resumed_from"]))]
-    return "\n".join([
-        "Cost per rule (wall_h: sum of job wall times; cpu_h: sum of CPU time; max RSS in MB):",
-        per_rule(jobs).to_string(), "",
-        f"Longest {len(longest)} jobs:", longest[["job", "minutes", "cpu_minutes", "max_rss"]].to_string(index=False), "",
-        totals,
-    ] + lines)
+        rows = jobs[jobs["resumed_from"].notna()]
+        resumed = ["", f"{len(rows)} job(s) resumed from a checkpoint, timed only after it (their earlier time is "
+                   "not counted): " + ", ".join(f"{job} (from iteration {int(it)})"
+                                                for job, it in zip(rows["job"], rows["resumed_from"]))]
+    return _render(per_rule(jobs), longest[["job", "minutes", "cpu_minutes", "max_rss"]],
+                   _totals(jobs["s"].sum() / 3600, jobs["cpu_time"].sum() / 3600, jobs["s"].max() / 60,
+                           max_total_hours, max_job_minutes), resumed)
+
+
+def _table(lines: list[str], start: int, index: str | None = None) -> pd.DataFrame:
+    """The whitespace-separated table whose header is ``lines[start]``, down to the first blank line;
+    ``index`` names the first column where the header leaves it blank (a frame's index)."""
+    header = ([index] if index else []) + lines[start].split()
+    rows = []
+    for line in lines[start + 1:]:
+        if not line.strip():
+            break
+        name, *values = line.split()
+        rows.append([name, *(float(v) for v in values)])
+    return pd.DataFrame(rows, columns=header)
+
+
+def parse_report(text: str, source: str = "report") -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+    """A report of ``report`` read back: its per-rule table (with the total row), its longest jobs
+    and its resumed-jobs line, if any."""
+    lines = text.splitlines()
+    starts = [i for i, line in enumerate(lines) if line == RULES_TITLE or line.startswith("Longest ")]
+    if len(starts) != 2:
+        raise SystemExit(f"{source}: not a `metarl bench dag` report (no '{RULES_TITLE[:13]}' and 'Longest' tables)")
+    try:
+        rules = _table(lines, starts[0] + 1, "rule").set_index("rule")
+        longest = _table(lines, starts[1] + 1)
+    except ValueError as error:
+        raise SystemExit(f"{source}: a `metarl bench dag` report's table could not be read ({error})") from None
+    resumed = [line for line in lines if "resumed from a checkpoint" in line]
+    return rules, longest, resumed
+
+
+def combine(reports: dict[str, str], top: int, max_total_hours: float | None, max_job_minutes: float | None) -> str:
+    """One report for the parts' reports ``{part: text}`` together: totals per part, per rule and
+    overall, and the longest ``top`` jobs of them all, judged against the targets."""
+    parsed = {part: parse_report(text, part) for part, text in reports.items()}
+    parts = pd.DataFrame({part: rules.loc["total"] for part, (rules, _, _) in parsed.items()}).T
+    rules = pd.concat([rules.drop("total") for rules, _, _ in parsed.values()])
+    rules = rules.groupby(level=0).agg({"jobs": "sum", "wall_h": "sum", "cpu_h": "sum", "longest_min": "max",
+                                        "max_rss_mb": "max"})
+    total = parts.agg({"jobs": "sum", "wall_h": "sum", "cpu_h": "sum", "longest_min": "max", "max_rss_mb": "max"})
+    rules.loc["total"] = total
+    rules = rules.rename_axis(None)
+    for table in (parts, rules):
+        table["jobs"] = table["jobs"].astype(int)
+    longest = pd.concat([jobs for _, jobs, _ in parsed.values()]).sort_values("minutes", ascending=False, kind="stable")
+    resumed = [f"{part}: {line}" for part, (_, _, lines) in parsed.items() for line in lines]
+    return "\n".join([PARTS_TITLE, parts.round(3).to_string(), "",
+                      _render(rules.round(3), longest.head(top),
+                              _totals(total["wall_h"], total["cpu_h"], total["longest_min"], max_total_hours,
+                                      max_job_minutes), [""] + resumed if resumed else [])])
 
 
 def main(argv=None) -> None:
@@ -90,11 +155,26 @@ def main(argv=None) -> None:
     parser.add_argument("--dir", default="results/benchmarks", help="the benchmark files' root folder")
     parser.add_argument("--logs", help="the rules' log folder, to find jobs resumed from a checkpoint "
                         "(default: logs/ beside --dir)")
+    parser.add_argument("--combine", nargs="+", type=Path, metavar="REPORT",
+                        help="instead of benchmark files, add up these reports of parts of the DAG (e.g. "
+                        "docs/results/E*/cost.txt; a part is named by its report's folder)")
     parser.add_argument("--top", type=int, default=10, help="how many of the longest jobs to list")
     parser.add_argument("--max-total-hours", type=float, default=4.0, help="target for the summed job time")
     parser.add_argument("--max-job-minutes", type=float, default=30.0, help="target for the longest job")
     parser.add_argument("--out", help="also write the per-job table as CSV here")
     args = parser.parse_args(argv)
+    if args.combine:
+        names = [path.parent.name for path in args.combine]
+        if len(set(names)) < len(names):
+            raise SystemExit(f"--combine: two reports in one folder ({', '.join(map(str, args.combine))}); "
+                             "a part is named by its report's folder")
+        for path in args.combine:
+            if not path.is_file():
+                raise SystemExit(f"--combine: {path} not found")
+            parse_report(path.read_text(), f"--combine: {path}")
+        print(combine({path.parent.name: path.read_text() for path in args.combine}, args.top,
+                      args.max_total_hours, args.max_job_minutes))
+        return
     jobs = read_benchmarks(args.dir)
     jobs["resumed_from"] = resumed_from(jobs, args.logs or Path(args.dir).parent / "logs")
     print(report(jobs, args.top, args.max_total_hours, args.max_job_minutes))

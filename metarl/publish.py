@@ -6,8 +6,9 @@ everything; publishing is the one documented way those files change.
 
 ``--experiments E5`` publishes part of a run into an existing publication: the named experiments'
 files and claim rows are replaced, every other experiment's are kept as they were published, and
-the MANIFEST keeps the earlier one's provenance below the new. That is how a quick DAG too long for
-one machine session is published experiment by experiment.
+the MANIFEST keeps the earlier one's provenance below the new, and the top-level cost.txt is
+recomputed from every experiment's own (`metarl bench dag --combine`). That is how a quick DAG too
+long for one machine session is published experiment by experiment.
 """
 from __future__ import annotations
 
@@ -148,11 +149,13 @@ def publish(results: Path, out: Path, scale: str, repo: Path, note: str = "", ex
         merged = merge_claims(pd.read_csv(results / "claims.csv"), _markdown_table(out / "claims.md"), published)
         (staging / "claims.md").write_text(metarl_claims.claims_markdown(merged))
         copied.insert(0, Path("claims.md"))
-    # publishing part of a run keeps the earlier top-level cost.txt: this run's are per experiment
     for name, text in _cost_reports(results, published, whole=not experiments).items():
         (staging / name).parent.mkdir(parents=True, exist_ok=True)
         (staging / name).write_text(text + "\n")
         copied.append(Path(name))
+    if experiments:  # the whole DAG's cost: every experiment's report, this run's and the kept ones
+        (staging / "cost.txt").write_text(_combined_cost(staging) + "\n")
+        copied.append(Path("cost.txt"))
     listing = "\n".join(f"- `{path}`" for path in copied)
     what = (f"Experiments {', '.join(published)} updated by `metarl publish --experiments` from `{results}` on "
             if experiments else f"Copied by `metarl publish` from `{results}` on ")
@@ -163,11 +166,41 @@ def publish(results: Path, out: Path, scale: str, repo: Path, note: str = "", ex
         earlier = [_heading_down(line) for line in (out / "MANIFEST.md").read_text().splitlines()]
         body = "\n".join(earlier[1:]).lstrip()
         manifest += (f"\n## Kept from the earlier publication (every experiment but {', '.join(published)}; "
-                     f"top-level cost.txt is its cost)\n\n{body}\n")
+                     f"the top-level cost.txt adds up every experiment's)\n\n{body}\n")
     (staging / "MANIFEST.md").write_text(manifest)
     shutil.rmtree(out, ignore_errors=True)
     staging.rename(out)
     return copied
+
+
+def _combined_cost(publication: Path) -> str:
+    """`metarl bench dag --combine` over the publication's per-experiment cost.txt; experiments
+    without one are named, since the total then leaves their jobs out."""
+    from metarl import bench_dag
+
+    folders = sorted(path for path in publication.iterdir() if path.is_dir() and re.fullmatch(r"E\d+", path.name))
+    reports = {path.name: (path / "cost.txt").read_text() for path in folders if (path / "cost.txt").is_file()}
+    unmeasured = [path.name for path in folders if path.name not in reports]
+    header = ("The whole DAG, combined from each experiment's cost.txt (each from the run named in MANIFEST.md)"
+              + (f"; no cost report for {', '.join(unmeasured)}, whose jobs are not counted" if unmeasured else "")
+              + ".\n\n")
+    return header + (bench_dag.combine(reports, 10, 4.0, 30.0) if reports else "no experiment has a cost report")
+
+
+COST_LINE = "The top-level `cost.txt` adds up every experiment's own cost.txt (`metarl publish --recompute-cost`"
+
+
+def recompute_cost(out: Path) -> None:
+    """Rewrite an existing publication's top-level cost.txt from its experiments' cost.txt, as a
+    partial publication does (for one made before publications did), and say so in the MANIFEST."""
+    manifest = out / "MANIFEST.md"
+    if not manifest.exists():
+        raise SystemExit(f"{manifest} not found: {out} holds no publication")
+    (out / "cost.txt.tmp").write_text(_combined_cost(out) + "\n")
+    (out / "cost.txt.tmp").replace(out / "cost.txt")
+    title, _, rest = manifest.read_text().partition("\n\n")
+    rest = "\n".join(line for line in rest.splitlines() if not line.startswith(COST_LINE)).lstrip("\n")
+    manifest.write_text(f"{title}\n\n{COST_LINE}, {datetime.date.today().isoformat()}).\n\n{rest}\n")
 
 
 def _heading_down(line: str) -> str:
@@ -183,13 +216,22 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="metarl publish", description=__doc__)
     parser.add_argument("--results", default="results", help="the finished run's results folder")
     parser.add_argument("--out", default="docs/results", help="where the README's reference results live")
-    parser.add_argument("--scale", required=True, help="the scale the run used (recorded in the MANIFEST)")
+    parser.add_argument("--scale", help="the scale the run used (recorded in the MANIFEST; required to publish)")
     parser.add_argument("--note", default="", help="how the run was made, where it was not one plain `snakemake` "
                         "(recorded in the MANIFEST)")
     parser.add_argument("--experiments", nargs="+", metavar="E",
                         help="publish only these experiments into the existing --out, keeping the others as they "
                         "were published (for a quick run made experiment by experiment)")
+    parser.add_argument("--recompute-cost", action="store_true",
+                        help="only rewrite --out's top-level cost.txt from its experiments' cost.txt (what every "
+                        "--experiments publication does) and say so in its MANIFEST")
     args = parser.parse_args(argv)
+    if args.recompute_cost:
+        recompute_cost(Path(args.out))
+        print(f"recomputed {Path(args.out) / 'cost.txt'} from its experiments' cost.txt")
+        return
+    if not args.scale:
+        parser.error("--scale is required to publish")
     copied = publish(Path(args.results), Path(args.out), args.scale, Path.cwd(), args.note, args.experiments)
     print(f"published {len(copied)} files to {args.out}")
 

@@ -349,6 +349,56 @@ def test_bench_dag_sums_benchmark_files(tmp_path, capsys):
     assert "longest job 60.0 min (target ≤ 30 min: MISSED)" in printed
 
 
+def _jobs(experiment: str, rng, n: int):
+    """``n`` train and ``n`` evaluate jobs of one experiment as `read_benchmarks` returns them,
+    with random times; one evaluate job too short to sample (NaN CPU time and memory)."""
+    import numpy as np
+    import pandas as pd
+
+    rows = [{"rule": rule, "job": f"{rule}/{experiment}/fam/m/seed{k}", "s": float(rng.uniform(1, 2400)),
+             "cpu_time": float(rng.uniform(1, 2000)), "max_rss": float(rng.uniform(50, 2000))}
+            for rule in ("train", "evaluate") for k in range(n)]
+    rows[-1].update(cpu_time=np.nan, max_rss=np.nan)
+    return pd.DataFrame(rows)
+
+
+def test_bench_dag_combines_the_reports_of_parts_into_the_whole_dags(tmp_path, capsys):
+    """Experiments run apart each leave a report; added up, they must say what one report over all
+    their jobs says (the reference), up to the parts' printed rounding."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(3)
+    parts = {"E1": _jobs("E1", rng, 14), "E2": _jobs("E2", rng, 9), "E3": _jobs("E3", rng, 3)}
+    parts["E1"].loc[0, "s"] = 4 * 3600.0     # one long job, so the whole misses both targets
+    for part, jobs in parts.items():
+        (tmp_path / part).mkdir()
+        (tmp_path / part / "cost.txt").write_text(bench_dag.report(jobs, 10, None, None) + "\n")
+    everything = pd.concat(parts.values(), ignore_index=True)
+    bench_dag.main(["--combine", *(str(tmp_path / p / "cost.txt") for p in parts), "--top", "10"])
+    combined = capsys.readouterr().out
+    expected = bench_dag.report(everything, 10, 4.0, 30.0)
+    rules, longest, _ = bench_dag.parse_report(combined)
+    want_rules, want_longest, _ = bench_dag.parse_report(expected)
+    pd.testing.assert_frame_equal(rules, want_rules, atol=2e-3, rtol=0)
+    pd.testing.assert_frame_equal(longest.reset_index(drop=True), want_longest.reset_index(drop=True))
+    assert longest["job"].iloc[0] == "train/E1/fam/m/seed0" and len(longest) == 10
+    assert {job.split("/")[1] for job in longest["job"]} >= {"E1", "E2"}   # the top 10 spans the parts
+    assert "(target ≤ 4 h: MISSED)" in combined and "(target ≤ 30 min: MISSED)" in combined
+    assert expected.splitlines()[-2].split(";")[1] == combined.splitlines()[-2].split(";")[1]  # longest job line
+    per_part = combined.split("\n\n")[0].splitlines()[2:]
+    assert [line.split()[:2] for line in per_part] == [["E1", "28"], ["E2", "18"], ["E3", "6"]]
+
+
+def test_bench_dag_combine_names_a_file_that_is_no_report(tmp_path):
+    (tmp_path / "E1").mkdir()
+    (tmp_path / "E1" / "cost.txt").write_text("total job time 1 h\n")
+    with pytest.raises(SystemExit, match=r"E1/cost.txt: not a `metarl bench dag` report"):
+        bench_dag.main(["--combine", str(tmp_path / "E1" / "cost.txt")])
+    with pytest.raises(SystemExit, match=r"E2/cost.txt not found"):
+        bench_dag.main(["--combine", str(tmp_path / "E2" / "cost.txt")])
+
+
 def test_bench_dag_names_jobs_resumed_from_a_checkpoint(tmp_path, capsys):
     """A resumed job's benchmark file times only its last attempt: the report must say so."""
     header = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"

@@ -74,14 +74,19 @@ def test_publish_one_experiment_keeps_the_others_as_published(tmp_path):
     _write(second, {"E5/matrix.md": "| new |", "E5/figures/heatmap.png": "png", "E5/runs/cheetah_vel/pearl/seed0/eval.csv": "",
                     "benchmarks/train/E5/cheetah_vel/pearl/seed0.tsv": BENCH + "1800.0\t0:30:00\t100\t1\t1\t1\t0\t0\t99\t1790\n"})
     copied = {str(p) for p in publish.publish(second, out, "quick", tmp_path, note="E5 run", experiments=["E5"])}
-    assert copied == {"claims.md", "E5/matrix.md", "E5/figures/heatmap.png", "E5/cost.txt"}
+    assert copied == {"claims.md", "E5/matrix.md", "E5/figures/heatmap.png", "E5/cost.txt", "cost.txt"}
     claims_md = (out / "claims.md").read_text()
     assert "1 reproduced, 1 not reproduced, 0 inconclusive, 0 missing." in claims_md
     e1_row, e5_row = [line for line in claims_md.splitlines() if line.startswith("| e")]
     assert "a: 25 ± 0.5 (n=3)" in e1_row and "| reproduced" in e1_row
     assert "a: 7.5 ± 0.5 (n=3)" in e5_row and "| not reproduced" in e5_row
     assert (out / "E1/table.md").read_text() == "| E1 |" and (out / "E5/matrix.md").read_text() == "| new |"
-    assert "total job time 0.02 h" in (out / "cost.txt").read_text()          # the first run's jobs, kept
+    whole = (out / "cost.txt").read_text()        # the kept E1 jobs and the new E5 ones together
+    assert "total job time 0.52 h (target ≤ 4 h: met); longest job 30.0 min (target ≤ 30 min: met)" in whole
+    assert "no cost report" not in whole
+    parts = whole.split("Cost per part")[1].split("\n\n")[0]
+    assert [line.split() for line in parts.splitlines()[2:]] == [["E1", "1", "0.017", "0.016", "1.0", "100.0"],
+                                                                 ["E5", "1", "0.500", "0.497", "30.0", "100.0"]]
     assert "total job time 0.50 h; longest job 30.0 min (part of a run" in (out / "E5/cost.txt").read_text()
     manifest = (out / "MANIFEST.md").read_text()
     assert manifest.startswith("# Reference results\n\nExperiments E5 updated by `metarl publish --experiments`")
@@ -120,3 +125,30 @@ def test_publish_one_experiment_refuses_a_kept_claim_the_config_now_states_diffe
     with pytest.raises(SystemExit, match="published at scale quick, not paper"):
         publish.publish(second, out, "paper", tmp_path, experiments=["E5"])
     assert (out / "claims.md").read_text() == before and not (out / "E5").exists()
+
+
+def test_recompute_cost_adds_up_a_publications_experiments(tmp_path):
+    """An older publication's top-level cost.txt is rewritten from its experiments' own reports,
+    and the MANIFEST says so once however often it is run."""
+    from metarl import bench_dag
+
+    out = tmp_path / "docs" / "results"
+    _write(out, {"MANIFEST.md": "# Reference results\n\nCopied on 2026-01-01.\n\n- scale: `quick`\n",
+                 "cost.txt": "stale", "E1/table.md": "| E1 |", "E4/table.md": "| E4 |"})
+    for experiment, seconds in (("E1", 600.0), ("E2", 2400.0)):
+        bench = tmp_path / experiment / "train" / experiment / "f" / "m" / "seed0.tsv"
+        bench.parent.mkdir(parents=True)
+        bench.write_text(BENCH + f"{seconds}\t0:10:00\t100\t1\t1\t1\t0\t0\t99\t{seconds - 5}\n")
+        report = bench_dag.report(bench_dag.read_benchmarks(tmp_path / experiment), 10, None, None)
+        _write(out, {f"{experiment}/cost.txt": report})
+    for _ in range(2):
+        publish.main(["--out", str(out), "--recompute-cost"])
+    whole = (out / "cost.txt").read_text()
+    assert whole.startswith("The whole DAG, combined from each experiment's cost.txt")
+    assert "no cost report for E4, whose jobs are not counted" in whole
+    assert "total job time 0.83 h (target ≤ 4 h: met); longest job 40.0 min (target ≤ 30 min: MISSED)" in whole
+    manifest = (out / "MANIFEST.md").read_text()
+    assert manifest.count(publish.COST_LINE) == 1 and manifest.startswith("# Reference results\n\n" + publish.COST_LINE)
+    assert manifest.endswith(").\n\nCopied on 2026-01-01.\n\n- scale: `quick`\n")
+    with pytest.raises(SystemExit, match="MANIFEST.md not found"):
+        publish.main(["--out", str(tmp_path / "nothing"), "--recompute-cost"])
