@@ -63,7 +63,7 @@ def per_rule(jobs: pd.DataFrame) -> pd.DataFrame:
 
 
 RULES_TITLE = "Cost per rule (wall_h: sum of job wall times; cpu_h: sum of CPU time; max RSS in MB):"
-PARTS_TITLE = "Cost per part (each a separate run; its own report beside this one):"
+PARTS_TITLE = "Cost per part (each from its own report, of a separate run):"
 
 
 def _totals(total_h: float, cpu_h: float, longest_min: float, max_total_hours: float | None,
