@@ -164,6 +164,8 @@ def main(argv=None) -> None:
     parser.add_argument("--out", help="also write the per-job table as CSV here")
     args = parser.parse_args(argv)
     if args.combine:
+        if args.out:
+            raise SystemExit("--out writes the per-job table, which --combine's reports do not hold")
         names = [path.parent.name for path in args.combine]
         if len(set(names)) < len(names):
             raise SystemExit(f"--combine: two reports in one folder ({', '.join(map(str, args.combine))}); "

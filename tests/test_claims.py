@@ -371,6 +371,7 @@ def test_bench_dag_combines_the_reports_of_parts_into_the_whole_dags(tmp_path, c
     rng = np.random.default_rng(3)
     parts = {"E1": _jobs("E1", rng, 14), "E2": _jobs("E2", rng, 9), "E3": _jobs("E3", rng, 3)}
     parts["E1"].loc[0, "s"] = 4 * 3600.0     # one long job, so the whole misses both targets
+    parts["E2"]["resumed_from"] = [7.0] + [np.nan] * (len(parts["E2"]) - 1)
     for part, jobs in parts.items():
         (tmp_path / part).mkdir()
         (tmp_path / part / "cost.txt").write_text(bench_dag.report(jobs, 10, None, None) + "\n")
@@ -385,7 +386,10 @@ def test_bench_dag_combines_the_reports_of_parts_into_the_whole_dags(tmp_path, c
     assert longest["job"].iloc[0] == "train/E1/fam/m/seed0" and len(longest) == 10
     assert {job.split("/")[1] for job in longest["job"]} >= {"E1", "E2"}   # the top 10 spans the parts
     assert "(target ≤ 4 h: MISSED)" in combined and "(target ≤ 30 min: MISSED)" in combined
-    assert expected.splitlines()[-2].split(";")[1] == combined.splitlines()[-2].split(";")[1]  # longest job line
+    totals = [next(line for line in text.splitlines() if line.startswith("total job time")) for text in (expected, combined)]
+    assert totals[0].split(";")[1] == totals[1].split(";")[1]   # the longest job, judged alike
+    assert "\nE2: 1 job(s) resumed from a checkpoint, timed only after it (their earlier time is not counted): " \
+           "train/E2/fam/m/seed0 (from iteration 7)" in combined
     per_part = combined.split("\n\n")[0].splitlines()[2:]
     assert [line.split()[:2] for line in per_part] == [["E1", "28"], ["E2", "18"], ["E3", "6"]]
 
