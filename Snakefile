@@ -5,6 +5,7 @@
 #   snakemake --cores N E1                                  one experiment only (E1 … E5; its jobs only)
 #   snakemake --cores N --config videos=True                also rollout videos of E2, E3 (MP4 + report strips)
 #   snakemake --cores N claims                              the papers' claims, checked (results/claims.md)
+#   snakemake --cores N cost                                what the run's jobs cost (results/cost.txt)
 #   snakemake --cores N report                              everything the report shows, then:
 #   snakemake --report report.html                          every figure and table in one page
 #
@@ -32,6 +33,7 @@ include: "workflow/rules/e4.smk"
 include: "workflow/rules/e5.smk"
 include: "workflow/rules/videos.smk"
 include: "workflow/rules/claims.smk"
+include: "workflow/rules/cost.smk"
 include: "workflow/rules/targets.smk"
 
 

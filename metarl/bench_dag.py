@@ -52,6 +52,18 @@ def resumed_from(jobs: pd.DataFrame, logs) -> pd.Series:
     return jobs["job"].map(iteration)
 
 
+RUN = re.compile(r"(?:^|/)(E\d+)/runs/([^/]+)/([^/]+)/(seed\d+)(?:/|$)")
+
+
+def run_key(path: str) -> str:
+    """``.../results/E1/runs/gridworld/vate/seed0[/eval.csv]`` -> ``E1/gridworld/vate/seed0``, the
+    part of a job's name after its rule."""
+    found = RUN.search(str(path))
+    if found is None:
+        raise SystemExit(f"--runs: {path} is not a run's folder or a file in one (results/<E>/runs/<family>/<method>/seed<k>)")
+    return "/".join(found.groups())
+
+
 def per_rule(jobs: pd.DataFrame) -> pd.DataFrame:
     table = jobs.groupby("rule").agg(jobs=("job", "count"), wall_h=("s", "sum"), cpu_h=("cpu_time", "sum"),
                                      longest_min=("s", "max"), max_rss_mb=("max_rss", "max"))
@@ -66,12 +78,14 @@ RULES_TITLE = "Cost per rule (wall_h: sum of job wall times; cpu_h: sum of CPU t
 PARTS_TITLE = "Cost per part (each from its own report, of a separate run):"
 
 
+PART = "part of a run: the targets apply to the whole DAG"
+
+
 def _totals(total_h: float, cpu_h: float, longest_min: float, max_total_hours: float | None,
-            max_job_minutes: float | None) -> list[str]:
+            max_job_minutes: float | None, untargeted: str = PART) -> list[str]:
     verdict = lambda ok: "met" if ok else "MISSED"  # noqa: E731
     if max_total_hours is None or max_job_minutes is None:
-        line = (f"total job time {total_h:.2f} h; longest job {longest_min:.1f} min "
-                "(part of a run: the targets apply to the whole DAG)")
+        line = f"total job time {total_h:.2f} h; longest job {longest_min:.1f} min ({untargeted})"
     else:
         line = (f"total job time {total_h:.2f} h (target ≤ {max_total_hours:g} h: {verdict(total_h <= max_total_hours)}); "
                 f"longest job {longest_min:.1f} min (target ≤ {max_job_minutes:g} min: "
@@ -84,9 +98,11 @@ def _render(rules: pd.DataFrame, longest: pd.DataFrame, totals: list[str], resum
                       f"Longest {len(longest)} jobs:", longest.to_string(index=False), "", *totals] + resumed)
 
 
-def report(jobs: pd.DataFrame, top: int, max_total_hours: float | None, max_job_minutes: float | None) -> str:
+def report(jobs: pd.DataFrame, top: int, max_total_hours: float | None, max_job_minutes: float | None,
+           untargeted: str = PART) -> str:
     """The cost tables and a totals line; the totals are judged against the targets only when
-    both are given (they are the whole DAG's, so a part of it - one experiment - gets none)."""
+    both are given (they are the whole DAG's, so a part of it - one experiment - gets none, and
+    ``untargeted`` says why)."""
     longest = jobs.nlargest(top, "s")[["job", "s", "cpu_time", "max_rss"]]
     longest = longest.assign(minutes=(longest["s"] / 60).round(2), cpu_minutes=(longest["cpu_time"] / 60).round(2))
     resumed = []
@@ -97,7 +113,7 @@ def report(jobs: pd.DataFrame, top: int, max_total_hours: float | None, max_job_
                                                 for job, it in zip(rows["job"], rows["resumed_from"]))]
     return _render(per_rule(jobs), longest[["job", "minutes", "cpu_minutes", "max_rss"]],
                    _totals(jobs["s"].sum() / 3600, jobs["cpu_time"].sum() / 3600, jobs["s"].max() / 60,
-                           max_total_hours, max_job_minutes), resumed)
+                           max_total_hours, max_job_minutes, untargeted), resumed)
 
 
 def _table(lines: list[str], start: int, index: str | None = None) -> pd.DataFrame:
@@ -158,6 +174,10 @@ def main(argv=None) -> None:
     parser.add_argument("--combine", nargs="+", type=Path, metavar="REPORT",
                         help="instead of benchmark files, add up these reports of parts of the DAG (e.g. "
                         "docs/results/E*/cost.txt; a part is named by its report's folder)")
+    parser.add_argument("--runs", nargs="+", metavar="PATH",
+                        help="count only these runs' jobs: their folders or files in them (results/<E>/runs/"
+                        "<family>/<method>/seed<k>[/eval.csv]), so that files of runs no longer in the DAG are left out")
+    parser.add_argument("--no-targets", action="store_true", help="judge no target (they are the quick scale's)")
     parser.add_argument("--top", type=int, default=10, help="how many of the longest jobs to list")
     parser.add_argument("--max-total-hours", type=float, default=4.0, help="target for the summed job time")
     parser.add_argument("--max-job-minutes", type=float, default=30.0, help="target for the longest job")
@@ -178,8 +198,22 @@ def main(argv=None) -> None:
                       args.max_total_hours, args.max_job_minutes))
         return
     jobs = read_benchmarks(args.dir)
+    unmeasured = []
+    if args.runs:
+        keys = [run_key(path) for path in args.runs]
+        measured = jobs["job"].str.split("/", n=1).str[1]
+        unmeasured = sorted(set(keys) - set(measured))
+        jobs = jobs[measured.isin(keys)].reset_index(drop=True)
+        if jobs.empty:
+            raise SystemExit(f"no benchmark file under {args.dir} belongs to the {len(keys)} runs given")
     jobs["resumed_from"] = resumed_from(jobs, args.logs or Path(args.dir).parent / "logs")
-    print(report(jobs, args.top, args.max_total_hours, args.max_job_minutes))
+    if args.no_targets:
+        print(report(jobs, args.top, None, None, "no target judged: the targets are the quick scale's"))
+    else:
+        print(report(jobs, args.top, args.max_total_hours, args.max_job_minutes))
+    if unmeasured:
+        print(f"\n{len(unmeasured)} of the {len(set(keys))} runs have no benchmark file (not counted): "
+              + ", ".join(unmeasured))
     if args.out:
         from metarl.utils.io import save_csv
 

@@ -403,6 +403,26 @@ def test_bench_dag_combine_names_a_file_that_is_no_report(tmp_path):
         bench_dag.main(["--combine", str(tmp_path / "E2" / "cost.txt")])
 
 
+def test_bench_dag_counts_only_the_runs_given(tmp_path, capsys):
+    """The pipeline's cost rule names the DAG's runs: benchmark files of runs no longer in the config
+    are left out, and a run without one is named rather than silently counted as free."""
+    header = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
+    for job, seconds in {"train/E1/gridworld/vate/seed0": 600.0, "evaluate/E1/gridworld/vate/seed0": 6.0,
+                         "train/E1/gridworld/vate/seed7": 3600.0}.items():   # seed 7: an old config's run
+        (tmp_path / f"{job}.tsv").parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / f"{job}.tsv").write_text(header + f"{seconds}\t0\t100\t1\t1\t1\t0\t0\t99\t{seconds}\n")
+    runs = ["results/E1/runs/gridworld/vate/seed0/eval.csv", "results/E1/runs/gridworld/vate/seed1/eval.csv"]
+    bench_dag.main(["--dir", str(tmp_path), "--runs", *runs, "--no-targets"])
+    printed = capsys.readouterr().out
+    assert "total job time 0.17 h; longest job 10.0 min (no target judged: the targets are the quick scale's)" in printed
+    assert "seed7" not in printed
+    assert "1 of the 2 runs have no benchmark file (not counted): E1/gridworld/vate/seed1" in printed
+    with pytest.raises(SystemExit, match="results/E1/gridworld/eval.csv is not a run's folder"):
+        bench_dag.main(["--dir", str(tmp_path), "--runs", "results/E1/gridworld/eval.csv"])
+    with pytest.raises(SystemExit, match="no benchmark file under .* belongs to the 1 runs given"):
+        bench_dag.main(["--dir", str(tmp_path), "--runs", "results/E2/runs/wheeled/tesp/seed0"])
+
+
 def test_bench_dag_names_jobs_resumed_from_a_checkpoint(tmp_path, capsys):
     """A resumed job's benchmark file times only its last attempt: the report must say so."""
     header = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"

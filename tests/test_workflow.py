@@ -70,6 +70,12 @@ def test_completed_run_is_up_to_date(workdir):
                  "E1/figures/stages.png", "E1/figures/belief_vate.png", "E4/table.html", "E4/figures/prior_samples.png",
                  "E4/figures/adaptation.png"]:
         assert (workdir / "results" / name).stat().st_size > 0
+    # what the run cost: each of its 3 runs' training and evaluation job, no target judged at smoke
+    cost = (workdir / "results" / "cost.txt").read_text()
+    per_rule = cost.split("\n\n")[0].splitlines()[2:]
+    assert [line.split()[:2] for line in per_rule] == [["evaluate", "3"], ["train", "3"], ["total", "6"]]
+    assert "train/E4/dirichlet_point_robot/pearl_dir24/seed0" in cost
+    assert "(no target judged: the targets are the quick scale's)" in cost and "no benchmark file" not in cost
 
 
 def test_report_holds_every_table_and_figure_with_its_caption(workdir):
@@ -77,7 +83,7 @@ def test_report_holds_every_table_and_figure_with_its_caption(workdir):
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     html = (workdir / "report.html").read_text()
     for name in ["curves.png", "stages.png", "belief_vate.png", "belief_rl2_10.png", "prior_samples.png",
-                 "adaptation.png", "table.html", "claims.html"]:
+                 "adaptation.png", "table.html", "claims.html", "cost.txt"]:
         assert name in html, f"{name} missing from the report"
     # the menu lists categories by name: the claims come first
     categories = json.loads(re.search(r"categories = (\{.*?\});", html).group(1))
@@ -96,7 +102,7 @@ def test_learning_rate_change_reruns_only_that_method(workdir, smoke_config):
     assert {w for r, w in jobs if r == "train"} == {"experiment=E1, family=gridworld, method=rl2_10, seed=0"}
     assert {w for r, w in jobs if r == "evaluate"} == {"experiment=E1, family=gridworld, method=rl2_10, seed=0"}
     assert rules(jobs) == {"train", "evaluate", "aggregate", "table", "plot_curves", "plot_stages", "belief_figure",
-                           "claims", "all"}
+                           "claims", "cost", "all"}
     assert ("belief_figure", "method=rl2_10") in jobs and ("belief_figure", "method=vate") not in jobs
 
 
@@ -115,7 +121,8 @@ def test_new_seed_adds_only_its_jobs(workdir, smoke_config):
     assert {w for r, w in jobs if r == "train"} == {
         f"experiment=E1, family=gridworld, method={m}, seed=1" for m in ["vate", "rl2_10"]}
     assert all("seed=1" in w for r, w in jobs if r == "evaluate")
-    assert rules(jobs) == {"train", "evaluate", "aggregate", "table", "plot_curves", "plot_stages", "claims", "all"}
+    assert rules(jobs) == {"train", "evaluate", "aggregate", "table", "plot_curves", "plot_stages", "claims", "cost",
+                           "all"}
 
 
 def test_claim_edit_reruns_only_the_claims_rule(workdir, smoke_config):

@@ -31,6 +31,11 @@ def run_dirs(experiment):
     ]
 
 
+def run_evaluations():
+    """Every enabled run's evaluation: the last file of its training and evaluation jobs."""
+    return [f"{run}/eval.csv" for experiment in EXPERIMENTS for run in run_dirs(experiment)]
+
+
 def run_spec_json(wildcards):
     spec = metarl_config.run_spec(
         config, wildcards.experiment, wildcards.family, wildcards.method, int(wildcards.seed)
@@ -63,7 +68,7 @@ def all_outputs():
     outputs = [output for experiment in EXPERIMENTS for output in experiment_outputs(experiment)]
     if config.get("claims"):
         outputs += ["results/claims.html", "results/claims.md"]
-    return outputs
+    return outputs + ["results/cost.txt"]
 
 
 # experiment -> the evaluation column its tables and figures show and its name, where that is not
