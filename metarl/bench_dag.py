@@ -64,6 +64,18 @@ def run_key(path: str) -> str:
     return "/".join(found.groups())
 
 
+def only_runs(jobs: pd.DataFrame, keys) -> tuple[pd.DataFrame, list[str]]:
+    """The jobs of the runs ``keys`` (``E1/gridworld/vate/seed0``, as `run_key` gives), and those
+    of the runs that have no benchmark file."""
+    keys = set(keys)
+    measured = jobs["job"].str.split("/", n=1).str[1]
+    return jobs[measured.isin(keys)].reset_index(drop=True), sorted(keys - set(measured))
+
+
+def unmeasured_note(unmeasured: list[str], runs: int) -> str:
+    return f"{len(unmeasured)} of the {runs} runs have no benchmark file (not counted): " + ", ".join(unmeasured)
+
+
 def per_rule(jobs: pd.DataFrame) -> pd.DataFrame:
     table = jobs.groupby("rule").agg(jobs=("job", "count"), wall_h=("s", "sum"), cpu_h=("cpu_time", "sum"),
                                      longest_min=("s", "max"), max_rss_mb=("max_rss", "max"))
@@ -131,7 +143,7 @@ def _table(lines: list[str], start: int, index: str | None = None) -> pd.DataFra
 
 def parse_report(text: str, source: str = "report") -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
     """A report of ``report`` read back: its per-rule table (with the total row), its longest jobs
-    and its resumed-jobs line, if any."""
+    and its notes (the resumed jobs, the runs without a benchmark file), if any."""
     lines = text.splitlines()
     starts = [i for i, line in enumerate(lines) if line == RULES_TITLE or line.startswith("Longest ")]
     if len(starts) != 2:
@@ -141,8 +153,8 @@ def parse_report(text: str, source: str = "report") -> tuple[pd.DataFrame, pd.Da
         longest = _table(lines, starts[1] + 1)
     except ValueError as error:
         raise SystemExit(f"{source}: a `metarl bench dag` report's table could not be read ({error})") from None
-    resumed = [line for line in lines if "resumed from a checkpoint" in line]
-    return rules, longest, resumed
+    notes = [line for line in lines if "resumed from a checkpoint" in line or "have no benchmark file" in line]
+    return rules, longest, notes
 
 
 def combine(reports: dict[str, str], top: int, max_total_hours: float | None, max_job_minutes: float | None) -> str:
@@ -159,11 +171,11 @@ def combine(reports: dict[str, str], top: int, max_total_hours: float | None, ma
     for table in (parts, rules):
         table["jobs"] = table["jobs"].astype(int)
     longest = pd.concat([jobs for _, jobs, _ in parsed.values()]).sort_values("minutes", ascending=False, kind="stable")
-    resumed = [f"{part}: {line}" for part, (_, _, lines) in parsed.items() for line in lines]
+    notes = [f"{part}: {line}" for part, (_, _, lines) in parsed.items() for line in lines]
     return "\n".join([PARTS_TITLE, parts.round(3).to_string(), "",
                       _render(rules.round(3), longest.head(top),
                               _totals(total["wall_h"], total["cpu_h"], total["longest_min"], max_total_hours,
-                                      max_job_minutes), [""] + resumed if resumed else [])])
+                                      max_job_minutes), [""] + notes if notes else [])])
 
 
 def main(argv=None) -> None:
@@ -198,12 +210,10 @@ def main(argv=None) -> None:
                       args.max_total_hours, args.max_job_minutes))
         return
     jobs = read_benchmarks(args.dir)
-    unmeasured = []
+    keys, unmeasured = set(), []
     if args.runs:
-        keys = [run_key(path) for path in args.runs]
-        measured = jobs["job"].str.split("/", n=1).str[1]
-        unmeasured = sorted(set(keys) - set(measured))
-        jobs = jobs[measured.isin(keys)].reset_index(drop=True)
+        keys = {run_key(path) for path in args.runs}
+        jobs, unmeasured = only_runs(jobs, keys)
         if jobs.empty:
             raise SystemExit(f"no benchmark file under {args.dir} belongs to the {len(keys)} runs given")
     jobs["resumed_from"] = resumed_from(jobs, args.logs or Path(args.dir).parent / "logs")
@@ -212,8 +222,7 @@ def main(argv=None) -> None:
     else:
         print(report(jobs, args.top, args.max_total_hours, args.max_job_minutes))
     if unmeasured:
-        print(f"\n{len(unmeasured)} of the {len(set(keys))} runs have no benchmark file (not counted): "
-              + ", ".join(unmeasured))
+        print("\n" + unmeasured_note(unmeasured, len(keys)))
     if args.out:
         from metarl.utils.io import save_csv
 

@@ -52,20 +52,35 @@ def _runs(results: Path) -> str:
 
 
 def _cost_reports(results: Path, experiments, whole: bool) -> dict[str, str]:
-    """`metarl bench dag`'s report per experiment over that experiment's jobs (no target verdict:
-    the targets are the whole DAG's) and, if ``whole``, over every job, judged against them."""
+    """`metarl bench dag`'s report per experiment (no target verdict: the targets are the whole
+    DAG's) and, if ``whole``, over all of them, judged against them. An experiment's jobs are those
+    of the runs its results hold (``evals.csv``), so that benchmark files of runs no longer in the
+    config are left out; without ``evals.csv``, every benchmark file of the experiment counts."""
     if not (results / "benchmarks").is_dir():
         return {}
     from metarl import bench_dag
 
     jobs = bench_dag.read_benchmarks(results / "benchmarks")
     jobs["resumed_from"] = bench_dag.resumed_from(jobs, results / "logs")
-    reports = {"cost.txt": bench_dag.report(jobs, 10, 4.0, 30.0)} if whole else {}
     experiment_of = jobs["job"].str.split("/").str[1]
+    selected, notes = {}, {}
     for experiment in experiments:
-        mine = jobs[experiment_of == experiment]
+        mine, notes[experiment] = jobs[experiment_of == experiment], ""
+        evals = results / experiment / "evals.csv"
+        if evals.exists():
+            runs = pd.read_csv(evals, usecols=["family", "method", "seed"]).drop_duplicates()
+            keys = {f"{experiment}/{family}/{method}/seed{seed}" for family, method, seed in runs.itertuples(index=False)}
+            mine, unmeasured = bench_dag.only_runs(mine, keys)
+            if unmeasured:
+                notes[experiment] = "\n\n" + bench_dag.unmeasured_note(unmeasured, len(keys))
         if len(mine):
-            reports[f"{experiment}/cost.txt"] = bench_dag.report(mine, 10, None, None)
+            selected[experiment] = mine
+    reports = {}
+    if whole and selected:
+        reports["cost.txt"] = (bench_dag.report(pd.concat(selected.values(), ignore_index=True), 10, 4.0, 30.0)
+                               + "".join(notes.values()))
+    for experiment, mine in selected.items():
+        reports[f"{experiment}/cost.txt"] = bench_dag.report(mine, 10, None, None) + notes[experiment]
     return reports
 
 

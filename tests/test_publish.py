@@ -152,3 +152,24 @@ def test_recompute_cost_adds_up_a_publications_experiments(tmp_path):
     assert manifest.endswith(").\n\nCopied on 2026-01-01.\n\n- scale: `quick`\n")
     with pytest.raises(SystemExit, match="MANIFEST.md not found"):
         publish.main(["--out", str(tmp_path / "nothing"), "--recompute-cost"])
+
+
+def test_published_cost_counts_only_the_runs_published(tmp_path):
+    """Benchmark files outlive config edits; the published cost counts the runs the experiment's
+    results hold (evals.csv) and names a run that has no file, in its report and in the whole's."""
+    results, out = tmp_path / "results", tmp_path / "docs" / "results"
+    row = "\t0\t100\t1\t1\t1\t0\t0\t99\t"
+    _claims(results, [("e1_a", "E1", 25.0, "reproduced")])
+    _write(results, {"E1/table.md": "| E1 |",
+                     "E1/evals.csv": "experiment,family,method,seed,return\nE1,gridworld,vate,0,1.0\nE1,gridworld,vate,1,2.0\n",
+                     "benchmarks/train/E1/gridworld/vate/seed0.tsv": BENCH + "60.0" + row + "59\n",
+                     "benchmarks/train/E1/gridworld/vate/seed5.tsv": BENCH + "3600.0" + row + "3590\n"})  # an old config's
+    publish.publish(results, out, "quick", tmp_path)
+    for name in ("E1/cost.txt", "cost.txt"):
+        text = (out / name).read_text()
+        assert "seed5" not in text and "total job time 0.02 h" in text, name
+        assert "1 of the 2 runs have no benchmark file (not counted): E1/gridworld/vate/seed1" in text, name
+    from metarl import bench_dag
+
+    combined = bench_dag.combine({"E1": (out / "E1/cost.txt").read_text()}, 10, 4.0, 30.0)
+    assert "E1: 1 of the 2 runs have no benchmark file" in combined
