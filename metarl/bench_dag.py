@@ -88,13 +88,13 @@ def per_rule(jobs: pd.DataFrame) -> pd.DataFrame:
 
 RULES_TITLE = "Cost per rule (wall_h: sum of job wall times; cpu_h: sum of CPU time; max RSS in MB):"
 PARTS_TITLE = "Cost per part (each from its own report, of a separate run):"
-
-
-PART = "part of a run: the targets apply to the whole DAG"
+PART_OF_RUN = "part of a run: the targets apply to the whole DAG"
+# how the columns of a per-rule table add up over rules or parts
+ADD_UP = {"jobs": "sum", "wall_h": "sum", "cpu_h": "sum", "longest_min": "max", "max_rss_mb": "max"}
 
 
 def _totals(total_h: float, cpu_h: float, longest_min: float, max_total_hours: float | None,
-            max_job_minutes: float | None, untargeted: str = PART) -> list[str]:
+            max_job_minutes: float | None, untargeted: str = PART_OF_RUN) -> list[str]:
     verdict = lambda ok: "met" if ok else "MISSED"  # noqa: E731
     if max_total_hours is None or max_job_minutes is None:
         line = f"total job time {total_h:.2f} h; longest job {longest_min:.1f} min ({untargeted})"
@@ -111,7 +111,7 @@ def _render(rules: pd.DataFrame, longest: pd.DataFrame, totals: list[str], resum
 
 
 def report(jobs: pd.DataFrame, top: int, max_total_hours: float | None, max_job_minutes: float | None,
-           untargeted: str = PART) -> str:
+           untargeted: str = PART_OF_RUN) -> str:
     """The cost tables and a totals line; the totals are judged against the targets only when
     both are given (they are the whole DAG's, so a part of it - one experiment - gets none, and
     ``untargeted`` says why)."""
@@ -157,15 +157,12 @@ def parse_report(text: str, source: str = "report") -> tuple[pd.DataFrame, pd.Da
     return rules, longest, notes
 
 
-def combine(reports: dict[str, str], top: int, max_total_hours: float | None, max_job_minutes: float | None) -> str:
-    """One report for the parts' reports ``{part: text}`` together: totals per part, per rule and
-    overall, and the longest ``top`` jobs of them all, judged against the targets."""
-    parsed = {part: parse_report(text, part) for part, text in reports.items()}
+def combine(parsed: dict[str, tuple], top: int, max_total_hours: float | None, max_job_minutes: float | None) -> str:
+    """One report for the parts' reports ``{part: parse_report(text)}`` together: totals per part,
+    per rule and overall, and the longest ``top`` jobs of them all, judged against the targets."""
     parts = pd.DataFrame({part: rules.loc["total"] for part, (rules, _, _) in parsed.items()}).T
-    rules = pd.concat([rules.drop("total") for rules, _, _ in parsed.values()])
-    rules = rules.groupby(level=0).agg({"jobs": "sum", "wall_h": "sum", "cpu_h": "sum", "longest_min": "max",
-                                        "max_rss_mb": "max"})
-    total = parts.agg({"jobs": "sum", "wall_h": "sum", "cpu_h": "sum", "longest_min": "max", "max_rss_mb": "max"})
+    rules = pd.concat([rules.drop("total") for rules, _, _ in parsed.values()]).groupby(level=0).agg(ADD_UP)
+    total = parts.agg(ADD_UP)
     rules.loc["total"] = total
     rules = rules.rename_axis(None)
     for table in (parts, rules):
@@ -205,9 +202,8 @@ def main(argv=None) -> None:
         for path in args.combine:
             if not path.is_file():
                 raise SystemExit(f"--combine: {path} not found")
-            parse_report(path.read_text(), f"--combine: {path}")
-        print(combine({path.parent.name: path.read_text() for path in args.combine}, args.top,
-                      args.max_total_hours, args.max_job_minutes))
+        parsed = {path.parent.name: parse_report(path.read_text(), f"--combine: {path}") for path in args.combine}
+        print(combine(parsed, args.top, args.max_total_hours, args.max_job_minutes))
         return
     jobs = read_benchmarks(args.dir)
     keys, unmeasured = set(), []

@@ -194,7 +194,8 @@ def _combined_cost(publication: Path) -> str:
     from metarl import bench_dag
 
     folders = sorted(path for path in publication.iterdir() if path.is_dir() and re.fullmatch(r"E\d+", path.name))
-    reports = {path.name: (path / "cost.txt").read_text() for path in folders if (path / "cost.txt").is_file()}
+    reports = {path.name: bench_dag.parse_report((path / "cost.txt").read_text(), str(path / "cost.txt"))
+               for path in folders if (path / "cost.txt").is_file()}
     unmeasured = [path.name for path in folders if path.name not in reports]
     header = ("The whole DAG, combined from each experiment's cost.txt (each from the run named in MANIFEST.md)"
               + (f"; no cost report for {', '.join(unmeasured)}, whose jobs are not counted" if unmeasured else "")

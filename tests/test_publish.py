@@ -171,5 +171,5 @@ def test_published_cost_counts_only_the_runs_published(tmp_path):
         assert "1 of the 2 runs have no benchmark file (not counted): E1/gridworld/vate/seed1" in text, name
     from metarl import bench_dag
 
-    combined = bench_dag.combine({"E1": (out / "E1/cost.txt").read_text()}, 10, 4.0, 30.0)
+    combined = bench_dag.combine({"E1": bench_dag.parse_report((out / "E1/cost.txt").read_text())}, 10, 4.0, 30.0)
     assert "E1: 1 of the 2 runs have no benchmark file" in combined
